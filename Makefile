@@ -1,0 +1,76 @@
+# The project's commands. `make demo` and `make test` do all the set-up they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK_PY := $(PY) stack/localstack.py
+CASSANDRA_JARS := .stack/cassandra/lib/.resolved
+
+# The local stack, unless the caller points elsewhere (see README, "Real Google Cloud").
+export GOOGLE_CLOUD_PROJECT ?= ecom-local
+export PUBSUB_EMULATOR_HOST ?= 127.0.0.1:8085
+export CASSANDRA_HOSTS ?= 127.0.0.1
+export CASSANDRA_PORT ?= 9042
+export CASSANDRA_KEYSPACE ?= ecom_store
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help venv jars stack stack-down stack-status setup demo test test-unit bench audit clean
+
+help:
+	@echo "make demo     bring the stack up, set it up, run the whole pipeline once and summarise"
+	@echo "make test     bring the stack up and run every test (unit + integration)"
+	@echo "make stack | stack-down | stack-status | setup | audit | bench | test-unit | clean"
+
+# The virtualenv, reinstalled whenever a requirements file changes.
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Apache Cassandra's jars from Maven Central (no binary distribution is published there for 5.0).
+$(CASSANDRA_JARS): stack/pom.xml
+	@command -v java >/dev/null || { echo "JDK 17 is needed (java not found)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven is needed (mvn not found)"; exit 1; }
+	rm -rf .stack/cassandra/lib
+	mvn -B -q -f stack/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.stack/cassandra/lib
+	touch $@
+
+jars: $(CASSANDRA_JARS)
+
+stack: venv
+ifneq ($(STACK),docker)
+stack: jars
+endif
+stack:
+	$(STACK_PY) up
+
+stack-down: venv
+	$(STACK_PY) down
+
+stack-status: venv
+	$(STACK_PY) status
+
+setup: stack
+	$(PY) -m ecom_pipeline.admin setup
+
+demo: setup
+	bash scripts/demo.sh
+
+audit: venv
+	$(PY) -m ecom_pipeline.admin audit $(AUDIT_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest tests/unit -q
+
+test: setup
+	$(PY) -m pytest tests -q -ra
+
+bench: setup
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+clean: stack-down
+	rm -rf .stack $(VENV)

@@ -1,0 +1,1 @@
+"""Real-time e-commerce ingestion: orders and payments from Pub/Sub into one Cassandra fact table."""

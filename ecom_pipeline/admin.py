@@ -1,0 +1,193 @@
+"""Set-up and accounting: topics, subscriptions and schema (idempotent), and the audit report.
+
+Run as `python -m ecom_pipeline.admin setup|audit` (the Makefile's `make setup`, `make audit`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cassandra.concurrent import execute_concurrent_with_args
+from google.api_core import exceptions as google_exceptions
+from google.cloud import pubsub_v1
+from google.protobuf import duration_pb2
+
+from . import cli
+from .cassandra_io import TABLE, connect, connect_session
+from .config import (
+    ORDERS_DLQ_TOPIC, ORDERS_TOPIC, PAYMENTS_DLQ_TOPIC, PAYMENTS_TOPIC,
+    CassandraSettings, PubSubSettings, subscription_for,
+)
+from .errors import TransientStoreError
+
+__all__ = ["SubscriptionSpec", "pipeline_subscriptions", "ensure_topics", "ensure_subscriptions", "apply_schema", "audit"]
+
+log = logging.getLogger(__name__)
+SCHEMA = Path(__file__).resolve().parent.parent / "schema.cql"
+MAX_DELIVERY_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    topic: str
+    dead_letter_topic: str | None = None  # with a dead-letter policy and a retry policy
+    ack_deadline: int = 60
+    minimum_backoff: int = 10
+    maximum_backoff: int = 300
+
+    @property
+    def name(self) -> str:
+        return subscription_for(self.topic)
+
+
+def pipeline_subscriptions() -> list[SubscriptionSpec]:
+    """The design's subscriptions; the two input ones cap poison messages with a dead-letter policy."""
+    return [
+        SubscriptionSpec(ORDERS_TOPIC, ORDERS_DLQ_TOPIC),
+        SubscriptionSpec(PAYMENTS_TOPIC, PAYMENTS_DLQ_TOPIC),
+        SubscriptionSpec(ORDERS_DLQ_TOPIC),
+        SubscriptionSpec(PAYMENTS_DLQ_TOPIC),
+    ]
+
+
+def ensure_topics(settings: PubSubSettings, topics: list[str]) -> None:
+    publisher = pubsub_v1.PublisherClient()
+    for topic in topics:
+        try:
+            publisher.create_topic(name=settings.topic_path(topic))
+            log.info("created topic %s", topic)
+        except google_exceptions.AlreadyExists:
+            log.info("topic %s exists", topic)
+
+
+def ensure_subscriptions(settings: PubSubSettings, specs: list[SubscriptionSpec]) -> None:
+    subscriber = pubsub_v1.SubscriberClient()
+    with subscriber:
+        for spec in specs:
+            request: dict[str, object] = {
+                "name": settings.subscription_path(spec.name),
+                "topic": settings.topic_path(spec.topic),
+                "ack_deadline_seconds": spec.ack_deadline,
+            }
+            if spec.dead_letter_topic:
+                request["dead_letter_policy"] = {
+                    "dead_letter_topic": settings.topic_path(spec.dead_letter_topic),
+                    "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
+                }
+                request["retry_policy"] = {
+                    "minimum_backoff": duration_pb2.Duration(seconds=spec.minimum_backoff),
+                    "maximum_backoff": duration_pb2.Duration(seconds=spec.maximum_backoff),
+                }
+            try:
+                subscriber.create_subscription(request=request)
+                log.info("created subscription %s", spec.name)
+            except google_exceptions.AlreadyExists:
+                log.info("subscription %s exists", spec.name)
+
+
+def schema_statements(keyspace: str, schema: str) -> list[str]:
+    """The statements of schema.cql, for `keyspace` (CASSANDRA_KEYSPACE) instead of ecom_store."""
+    without_comments = re.sub(r"--[^\n]*", "", schema)
+    statements = [s.strip() for s in without_comments.split(";") if s.strip()]
+    return [re.sub(r"\becom_store\b", keyspace, s) for s in statements]
+
+
+def apply_schema(settings: CassandraSettings, schema: str) -> None:
+    cluster, session = connect_session(settings, keyspace=None)  # the first statement creates it
+    try:
+        for statement in schema_statements(settings.keyspace, schema):
+            session.execute(statement, timeout=60)
+        log.info("schema applied to keyspace %s", settings.keyspace)
+    finally:
+        cluster.shutdown()
+
+
+def count_waiting(settings: PubSubSettings, subscription: str, limit: int = 1_000_000) -> int:
+    """How many messages can be pulled from a subscription now (then handed straight back).
+
+    Pub/Sub has no "count" call (Cloud Monitoring's num_undelivered_messages does it on
+    Google Cloud); messages leased to a running consumer are not visible here.
+    """
+    subscriber = pubsub_v1.SubscriberClient()
+    path = settings.subscription_path(subscription)
+    seen: list[str] = []
+    with subscriber:
+        while len(seen) < limit:
+            response = subscriber.pull(subscription=path, max_messages=1000, timeout=5, retry=None)
+            if not response.received_messages:
+                break
+            ack_ids = [m.ack_id for m in response.received_messages]
+            seen.extend(ack_ids)
+            # Keep what is counted leased until the end, so it is not counted twice.
+            subscriber.modify_ack_deadline(subscription=path, ack_ids=ack_ids, ack_deadline_seconds=120)
+        for start in range(0, len(seen), 1000):
+            subscriber.modify_ack_deadline(subscription=path, ack_ids=seen[start : start + 1000], ack_deadline_seconds=0)
+    return len(seen)
+
+
+def audit(pubsub: PubSubSettings, cassandra: CassandraSettings, first_id: int, last_id: int) -> dict[str, int]:
+    """Rows and payments for order ids first..last, and the messages waiting in each DLQ."""
+    store = connect(cassandra)
+    try:
+        statement = store.session.prepare(f"SELECT payment_id FROM {TABLE} WHERE order_id = ?")
+        results = execute_concurrent_with_args(
+            store.session, statement, [(i,) for i in range(first_id, last_id + 1)], concurrency=128
+        )
+        rows = paid = 0
+        for _ok, result in results:
+            row = result.one()
+            if row is not None:
+                rows += 1
+                paid += row.payment_id is not None
+    finally:
+        store.close()
+    report = {"orders_in_range": last_id - first_id + 1, "rows": rows, "rows_with_payment": paid}
+    for topic in (ORDERS_DLQ_TOPIC, PAYMENTS_DLQ_TOPIC):
+        report[f"waiting_in_{topic}"] = count_waiting(pubsub, subscription_for(topic))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    setup_parser = commands.add_parser("setup", help="create topics, subscriptions and the table (idempotent)")
+    setup_parser.add_argument("--wait", type=float, default=120.0, help="seconds to wait for Cassandra")
+    audit_parser = commands.add_parser("audit", help="count rows, payments and dead letters")
+    audit_parser.add_argument("--first-id", type=int, default=1)
+    audit_parser.add_argument("--last-id", type=int, default=1000)
+    cli.add_log_level(parser)
+    args = parser.parse_args(argv)
+    cli.configure_logging(args.log_level)
+    pubsub = PubSubSettings.from_env(os.environ)
+    cassandra = CassandraSettings.from_env(os.environ)
+
+    if args.command == "setup":
+        specs = pipeline_subscriptions()
+        ensure_topics(pubsub, sorted({spec.topic for spec in specs}))
+        ensure_subscriptions(pubsub, specs)
+        deadline = time.monotonic() + args.wait
+        while True:
+            try:
+                apply_schema(cassandra, SCHEMA.read_text())
+                return 0
+            except TransientStoreError as exc:
+                if time.monotonic() > deadline:
+                    log.error("Cassandra did not answer: %s", exc)
+                    return 1
+                time.sleep(2)
+    report = audit(pubsub, cassandra, args.first_id, args.last_id)
+    width = max(map(len, report))
+    for key, value in report.items():
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

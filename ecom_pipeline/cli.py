@@ -1,0 +1,61 @@
+"""What the top-level scripts share: arguments, logging set-up and stop signals."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from .config import ConsumerSettings
+
+__all__ = ["configure_logging", "stop_on_signals", "add_consumer_arguments", "consumer_settings", "add_log_level"]
+
+
+def add_log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The driver logs every failed reconnection attempt at WARNING; our retry log says enough.
+    logging.getLogger("cassandra").setLevel(max(logging.getLevelName(level), logging.ERROR))
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM: the scripts finish what is in flight and exit 0."""
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        logging.getLogger(__name__).info("%s received, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    return stop
+
+
+def add_consumer_arguments(parser: argparse.ArgumentParser, subscription: str, dead_letter_topic: str) -> None:
+    parser.add_argument("--subscription", default=subscription, help=f"subscription to read (default {subscription})")
+    parser.add_argument(
+        "--dead-letter-topic", default=dead_letter_topic, help=f"topic for dead letters (default {dead_letter_topic})"
+    )
+    parser.add_argument("--batch-size", type=int, default=1000, help="messages per pull (default 1000)")
+    parser.add_argument(
+        "--exit-after-idle", type=float, metavar="SECONDS",
+        help="exit 0 once no message has arrived for this long (default: run until stopped)",
+    )
+    parser.add_argument("--ack-deadline", type=int, default=60, help="lease of a pulled message, seconds")
+    parser.add_argument("--stats-interval", type=float, default=5.0, help="seconds between progress lines")
+    add_log_level(parser)
+
+
+def consumer_settings(args: argparse.Namespace) -> ConsumerSettings:
+    return ConsumerSettings(
+        subscription=args.subscription,
+        dead_letter_topic=args.dead_letter_topic,
+        batch_size=args.batch_size,
+        exit_after_idle=args.exit_after_idle,
+        ack_deadline=args.ack_deadline,
+        stats_interval=args.stats_interval,
+    )

@@ -1,0 +1,97 @@
+"""Typed settings. Only the top-level scripts read the environment; the package receives these."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pydantic import SecretStr
+
+__all__ = [
+    "ORDERS_TOPIC", "PAYMENTS_TOPIC", "ORDERS_DLQ_TOPIC", "PAYMENTS_DLQ_TOPIC",
+    "subscription_for", "PubSubSettings", "CassandraSettings", "ConsumerSettings",
+]
+
+ORDERS_TOPIC = "orders_data"
+PAYMENTS_TOPIC = "payments_data"
+ORDERS_DLQ_TOPIC = "dlq_orders_data"
+PAYMENTS_DLQ_TOPIC = "dlq_payments_data"
+
+_KEYSPACE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+_CONSISTENCY_LEVELS = {"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"}
+
+
+def subscription_for(topic: str) -> str:
+    """The design's subscription name for a topic: `<topic>-sub`."""
+    return f"{topic}-sub"
+
+
+@dataclass(frozen=True)
+class PubSubSettings:
+    """Where Pub/Sub is. With `emulator_host` unset the client uses real Google Cloud and ADC."""
+
+    project: str
+    emulator_host: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> PubSubSettings:
+        project = environ.get("GOOGLE_CLOUD_PROJECT", "").strip()
+        if not project:
+            raise ValueError("GOOGLE_CLOUD_PROJECT is not set (use ecom-local with the emulator)")
+        return cls(project=project, emulator_host=environ.get("PUBSUB_EMULATOR_HOST") or None)
+
+    def topic_path(self, topic: str) -> str:
+        return f"projects/{self.project}/topics/{topic}"
+
+    def subscription_path(self, subscription: str) -> str:
+        return f"projects/{self.project}/subscriptions/{subscription}"
+
+
+@dataclass(frozen=True)
+class CassandraSettings:
+    """How to reach the cluster. The password is a SecretStr: printing settings never shows it."""
+
+    hosts: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 9042
+    keyspace: str = "ecom_store"
+    username: str | None = None
+    password: SecretStr | None = field(default=None, repr=True)
+    consistency: str = "LOCAL_QUORUM"
+    local_dc: str | None = None
+    request_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not _KEYSPACE_NAME.match(self.keyspace):
+            raise ValueError(f"invalid keyspace name {self.keyspace!r}")
+        if self.consistency not in _CONSISTENCY_LEVELS:
+            raise ValueError(f"CASSANDRA_CONSISTENCY must be one of {sorted(_CONSISTENCY_LEVELS)}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> CassandraSettings:
+        hosts = tuple(h.strip() for h in environ.get("CASSANDRA_HOSTS", "127.0.0.1").split(",") if h.strip())
+        password = environ.get("CASSANDRA_PASSWORD")
+        return cls(
+            hosts=hosts or ("127.0.0.1",),
+            port=int(environ.get("CASSANDRA_PORT", "9042")),
+            keyspace=environ.get("CASSANDRA_KEYSPACE", "ecom_store"),
+            username=environ.get("CASSANDRA_USERNAME") or None,
+            password=SecretStr(password) if password else None,
+            consistency=environ.get("CASSANDRA_CONSISTENCY", "LOCAL_QUORUM").upper(),
+            local_dc=environ.get("CASSANDRA_LOCAL_DC") or None,
+            request_timeout=float(environ.get("CASSANDRA_REQUEST_TIMEOUT", "10")),
+        )
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """One consumer process: what it reads, where its dead letters go, how it paces itself."""
+
+    subscription: str
+    dead_letter_topic: str
+    batch_size: int = 1000
+    exit_after_idle: float | None = None
+    ack_deadline: int = 60
+    stats_interval: float = 5.0
+    retry_initial: float = 0.2
+    retry_maximum: float = 10.0

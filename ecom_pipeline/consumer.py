@@ -1,0 +1,205 @@
+"""The consumer loop: pull a batch, let the handler decide, act on every outcome, repeat.
+
+Delivery contract (at-least-once, idempotent effect):
+- a message is acked only after its row write, or its dead-letter publish, has succeeded;
+- transient failures are retried in place with exponential backoff, leases kept alive, for as
+  long as it takes; nothing is dead-lettered or acked meanwhile;
+- unexpected failures are nacked, so Pub/Sub redelivers them and the subscription's
+  dead-letter policy moves a message that keeps failing to the dead-letter topic;
+- memory is bounded: one batch in flight at a time, at most `batch_size` messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from google.cloud import pubsub_v1
+
+from .config import ConsumerSettings
+from .handlers import Handler
+from .policy import Applied, Backoff, DeadLetter, Defer, Fail, Retry, dead_letter_attributes
+from .pubsub_io import LeaseKeeper, PubSubUnavailable, Received, SubscriptionClient, wait_all
+
+__all__ = ["Consumer", "ConsumerStats", "AttributesFor", "default_dead_letter_attributes"]
+
+log = logging.getLogger(__name__)
+
+# Builds a dead letter's attributes from the message, its reason and the source subscription.
+AttributesFor = Callable[[Received, DeadLetter, str], dict[str, str]]
+
+
+def default_dead_letter_attributes(message: Received, reason: DeadLetter, subscription: str) -> dict[str, str]:
+    return dead_letter_attributes(
+        message.attributes,
+        code=reason.code,
+        detail=reason.detail,
+        subscription=subscription,
+        message_id=message.message_id,
+        publish_time=message.publish_time,
+        failed_at=datetime.now(timezone.utc),
+    )
+
+
+@dataclass
+class ConsumerStats:
+    received: int = 0
+    applied: int = 0
+    dead_lettered: Counter[str] = field(default_factory=Counter)
+    retried: int = 0
+    nacked: int = 0
+    deferred: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        dead = ", ".join(f"{code}={count}" for code, count in sorted(self.dead_lettered.items())) or "none"
+        return (
+            f"received={self.received} applied={self.applied} dead_lettered={sum(self.dead_lettered.values())} "
+            f"({dead}) retried={self.retried} nacked={self.nacked} deferred={self.deferred} "
+            f"rate={self.received / elapsed:.0f} msg/s over {elapsed:.1f} s"
+        )
+
+
+class Consumer:
+    """Runs one subscription through one handler until stopped or idle."""
+
+    def __init__(
+        self,
+        subscription: SubscriptionClient,
+        handler: Handler,
+        publisher: pubsub_v1.PublisherClient,
+        dead_letter_topic_path: str,
+        settings: ConsumerSettings,
+        stop: threading.Event,
+        attributes_for: AttributesFor = default_dead_letter_attributes,
+    ) -> None:
+        self._subscription = subscription
+        self._handler = handler
+        self._publisher = publisher
+        self._dead_letter_topic = dead_letter_topic_path
+        self._settings = settings
+        self._stop = stop
+        self._attributes_for = attributes_for
+        self._backoff = Backoff(settings.retry_initial, settings.retry_maximum)
+        self._leases = LeaseKeeper(subscription, settings.ack_deadline)
+        self.stats = ConsumerStats()
+
+    def run(self) -> ConsumerStats:
+        """Consume until the stop event is set or, with `exit_after_idle`, nothing came for that long."""
+        idle_limit = self._settings.exit_after_idle
+        pull_timeout = max(1.0, min(10.0, idle_limit or 10.0))
+        last_activity = time.monotonic()
+        next_report = last_activity + self._settings.stats_interval
+        pull_failures = 0
+        self._leases.start()
+        try:
+            while not self._stop.is_set():
+                if idle_limit is not None and time.monotonic() - last_activity >= idle_limit:
+                    log.info("no message for %.0f s, exiting", idle_limit)
+                    break
+                try:
+                    batch = self._subscription.pull(self._settings.batch_size, pull_timeout)
+                    pull_failures = 0
+                except PubSubUnavailable as exc:
+                    delay = self._backoff.delay(pull_failures)
+                    pull_failures += 1
+                    log.warning("%s; retrying in %.1f s", exc, delay)
+                    self._stop.wait(delay)
+                    continue
+                if batch:
+                    self.stats.received += len(batch)
+                    self._process(batch)
+                    last_activity = time.monotonic()
+                if time.monotonic() >= next_report:
+                    log.info("%s", self.stats.summary())
+                    next_report = time.monotonic() + self._settings.stats_interval
+        finally:
+            self._leases.stop()
+        return self.stats
+
+    def _process(self, batch: Sequence[Received]) -> None:
+        """Settle every message of the batch: ack, dead-letter then ack, nack, defer, or retry."""
+        self._leases.hold(m.ack_id for m in batch)
+        pending: Sequence[Received] = batch
+        attempt = 0
+        while pending:
+            try:
+                outcomes = self._handler.handle(pending)
+            except Exception:  # a bug must not stop the pipeline: nack, Pub/Sub caps the attempts
+                log.exception("unexpected error while handling %d messages; nacking them", len(pending))
+                self._settle_nack(pending)
+                return
+            pending = self._act(pending, outcomes)
+            if not pending:
+                return
+            self.stats.retried += len(pending)
+            if self._stop.is_set():
+                log.info("stopping: handing %d unfinished messages back to Pub/Sub", len(pending))
+                self._settle_nack(pending, count=False)
+                return
+            delay = self._backoff.delay(attempt)
+            attempt += 1
+            log.warning("%d messages hit a transient failure; retry %d in %.1f s", len(pending), attempt, delay)
+            self._stop.wait(delay)
+
+    def _act(self, batch: Sequence[Received], outcomes: Sequence[object]) -> list[Received]:
+        """Carry out the outcomes; return the messages to retry."""
+        to_ack: list[str] = []
+        to_nack: list[Received] = []
+        to_retry: list[Received] = []
+        dead: list[tuple[Received, DeadLetter]] = []
+        deferred: dict[int, list[str]] = {}
+        for message, outcome in zip(batch, outcomes):
+            if isinstance(outcome, Applied):
+                to_ack.append(message.ack_id)
+            elif isinstance(outcome, DeadLetter):
+                dead.append((message, outcome))
+            elif isinstance(outcome, Retry):
+                to_retry.append(message)
+            elif isinstance(outcome, Fail):
+                log.error("message %s failed: %s", message.message_id, outcome.reason)
+                to_nack.append(message)
+            elif isinstance(outcome, Defer):
+                deferred.setdefault(outcome.seconds, []).append(message.ack_id)
+            else:
+                raise TypeError(f"unknown outcome {outcome!r}")
+
+        if dead:
+            futures = [
+                self._publisher.publish(
+                    self._dead_letter_topic, message.data, **self._attributes_for(message, reason, self._subscription.name)
+                )
+                for message, reason in dead
+            ]
+            for (message, reason), error in zip(dead, wait_all(futures, timeout=120)):
+                if error is None:
+                    to_ack.append(message.ack_id)
+                    self.stats.dead_lettered[reason.code] += 1
+                else:
+                    log.warning("dead-letter publish of %s failed, will retry: %s", message.message_id, error)
+                    to_retry.append(message)
+
+        self.stats.applied += sum(isinstance(o, Applied) for o in outcomes)
+        if to_ack:
+            self._subscription.ack(to_ack)
+            self._leases.release(to_ack)
+        for seconds, ack_ids in deferred.items():
+            self._subscription.modify_deadline(ack_ids, seconds)
+            self._leases.release(ack_ids)
+            self.stats.deferred += len(ack_ids)
+        if to_nack:
+            self._settle_nack(to_nack)
+        return to_retry
+
+    def _settle_nack(self, messages: Sequence[Received], count: bool = True) -> None:
+        ack_ids = [m.ack_id for m in messages]
+        self._subscription.nack(ack_ids)
+        self._leases.release(ack_ids)
+        if count:
+            self.stats.nacked += len(ack_ids)

@@ -1,0 +1,33 @@
+"""Read payments from Pub/Sub (`payments_data-sub`) and add each to its order's row.
+
+A payment whose order does not exist (yet) goes to `dlq_payments_data` with error
+`order_not_found` (`replay_dlq_payments.py` applies it once the order arrives); an invalid
+payment goes there too, with its reason. Configuration as for order_data_consumer.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ecom_pipeline import cli
+from ecom_pipeline.app import Kind, run_consumer
+from ecom_pipeline.config import PAYMENTS_DLQ_TOPIC, PAYMENTS_TOPIC, CassandraSettings, PubSubSettings, subscription_for
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_consumer_arguments(parser, subscription_for(PAYMENTS_TOPIC), PAYMENTS_DLQ_TOPIC)
+    args = parser.parse_args(argv)
+    cli.configure_logging(args.log_level)
+    stop = cli.stop_on_signals()
+    run_consumer(
+        Kind.PAYMENTS, PubSubSettings.from_env(os.environ), CassandraSettings.from_env(os.environ),
+        cli.consumer_settings(args), stop,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

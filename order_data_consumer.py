@@ -1,0 +1,32 @@
+"""Read orders from Pub/Sub (`orders_data-sub`) and write each into ecom_store.orders_payments_facts.
+
+Invalid orders go to `dlq_orders_data` with their reason. Configuration: GOOGLE_CLOUD_PROJECT,
+PUBSUB_EMULATOR_HOST, CASSANDRA_HOSTS, CASSANDRA_PORT, CASSANDRA_KEYSPACE, ... (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ecom_pipeline import cli
+from ecom_pipeline.app import Kind, run_consumer
+from ecom_pipeline.config import ORDERS_DLQ_TOPIC, ORDERS_TOPIC, CassandraSettings, PubSubSettings, subscription_for
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_consumer_arguments(parser, subscription_for(ORDERS_TOPIC), ORDERS_DLQ_TOPIC)
+    args = parser.parse_args(argv)
+    cli.configure_logging(args.log_level)
+    stop = cli.stop_on_signals()
+    run_consumer(
+        Kind.ORDERS, PubSubSettings.from_env(os.environ), CassandraSettings.from_env(os.environ),
+        cli.consumer_settings(args), stop,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
