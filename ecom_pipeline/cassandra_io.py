@@ -12,13 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cassandra import (
-    ConsistencyLevel,
-    CoordinationFailure,
-    OperationTimedOut,
-    RequestExecutionException,
-    Unavailable,
-)
+from cassandra import ConsistencyLevel, FunctionFailure, OperationTimedOut, RequestExecutionException
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.concurrent import execute_concurrent_with_args
@@ -36,14 +30,15 @@ log = logging.getLogger(__name__)
 TABLE = "orders_payments_facts"
 CONCURRENCY = 128  # in-flight statements per call; enough to keep one node busy, bounded memory
 
+# Worth retrying: the cluster is unreachable, overloaded, short of replicas or timing out.
+# RequestExecutionException covers Unavailable, Read/WriteTimeout, Read/WriteFailure, Overloaded
+# and IsBootstrapping; a failing user function (FunctionFailure) is the exception to it.
 _TRANSIENT = (
-    OperationTimedOut,  # client-side timeout
-    Unavailable,  # not enough replicas alive
-    CoordinationFailure,  # read/write failure at the coordinator
+    RequestExecutionException,
+    OperationTimedOut,
     NoHostAvailable,
     ConnectionException,
-    ConnectionResetError,
-    ConnectionRefusedError,
+    ConnectionError,
 )
 
 
@@ -51,10 +46,7 @@ def translate_error(exc: BaseException) -> StoreError:
     """The pipeline's view of a driver error: transient (retry) or not (let Pub/Sub cap it)."""
     if isinstance(exc, StoreError):
         return exc
-    # Timeouts (Read/WriteTimeout) and overload errors are RequestExecutionExceptions too.
-    if isinstance(exc, _TRANSIENT) or (
-        isinstance(exc, RequestExecutionException) and type(exc).__name__ != "InvalidRequest"
-    ):
+    if isinstance(exc, _TRANSIENT) and not isinstance(exc, FunctionFailure):
         transient = TransientStoreError(f"{type(exc).__name__}: {exc}")
         transient.__cause__ = exc
         return transient

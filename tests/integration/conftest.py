@@ -1,0 +1,211 @@
+"""Fixtures for tests against the real Cassandra 5 and the official Pub/Sub emulator.
+
+The session starts the local stack (or reuses it) once, and waits for real readiness. Every
+test gets its own uuid-named topics and subscriptions and its own order-id range, so tests
+never see each other's messages or rows; the scripts run as real processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cassandra.cluster import Cluster, Session
+from google.api_core import exceptions as google_exceptions
+from google.cloud import pubsub_v1
+
+from ecom_pipeline.admin import SubscriptionSpec, ensure_subscriptions, ensure_topics
+from ecom_pipeline.config import PubSubSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+STACK_DEFAULTS = {
+    "GOOGLE_CLOUD_PROJECT": "ecom-local",
+    "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085",
+    "CASSANDRA_HOSTS": "127.0.0.1",
+    "CASSANDRA_PORT": "9042",
+    "CASSANDRA_KEYSPACE": "ecom_store",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.25) -> object:
+    """Poll `predicate` until it returns something truthy; TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> dict[str, str]:
+    """The environment of the local stack, started (or reused) and ready."""
+    env = {**os.environ}
+    for key, value in STACK_DEFAULTS.items():
+        env.setdefault(key, value)
+    subprocess.run([PYTHON, str(ROOT / "stack" / "localstack.py"), "up"], env=env, check=True, timeout=400)
+    subprocess.run([PYTHON, "-m", "ecom_pipeline.admin", "setup"], env=env, cwd=ROOT, check=True, timeout=300)
+    os.environ.update({k: env[k] for k in STACK_DEFAULTS})  # for the in-process clients below
+    return env
+
+
+@pytest.fixture(scope="session")
+def cql(stack_env: dict[str, str]) -> Iterator[Session]:
+    cluster = Cluster([stack_env["CASSANDRA_HOSTS"]], port=int(stack_env["CASSANDRA_PORT"]), protocol_version=5)
+    session = cluster.connect(stack_env["CASSANDRA_KEYSPACE"])
+    yield session
+    cluster.shutdown()
+
+
+@dataclass
+class Topics:
+    """A private set of the pipeline's topics and subscriptions for one test."""
+
+    settings: PubSubSettings
+    suffix: str
+    publisher: pubsub_v1.PublisherClient = field(default_factory=pubsub_v1.PublisherClient)
+    subscriber: pubsub_v1.SubscriberClient = field(default_factory=pubsub_v1.SubscriberClient)
+
+    def name(self, topic: str) -> str:
+        return f"{topic}-{self.suffix}"
+
+    def sub(self, topic: str) -> str:
+        return f"{self.name(topic)}-sub"
+
+    def publish(self, topic: str, data: bytes, **attributes: str) -> str:
+        return self.publisher.publish(self.settings.topic_path(self.name(topic)), data, **attributes).result(timeout=30)
+
+    def publish_json(self, topic: str, records: list[dict[str, object]]) -> None:
+        futures = [
+            self.publisher.publish(self.settings.topic_path(self.name(topic)), json.dumps(r).encode()) for r in records
+        ]
+        for future in futures:
+            future.result(timeout=60)
+
+    def drain(self, topic: str, expected: int, timeout: float = 60.0) -> list[pubsub_v1.types.ReceivedMessage]:
+        """Pull and ack messages of `topic`'s subscription until `expected` have arrived."""
+        path = self.settings.subscription_path(self.sub(topic))
+        received: list[pubsub_v1.types.ReceivedMessage] = []
+
+        def pull_some() -> bool:
+            response = self.subscriber.pull(subscription=path, max_messages=1000, timeout=10)
+            if response.received_messages:
+                received.extend(response.received_messages)
+                self.subscriber.acknowledge(subscription=path, ack_ids=[m.ack_id for m in response.received_messages])
+            return len(received) >= expected
+
+        wait_for(pull_some, timeout, f"{expected} messages on {self.sub(topic)} (got {len(received)})", interval=0)
+        return received
+
+    def is_empty(self, topic: str) -> bool:
+        """True when nothing can be pulled from `topic`'s subscription now (what is seen is handed back)."""
+        path = self.settings.subscription_path(self.sub(topic))
+        response = self.subscriber.pull(subscription=path, max_messages=100, timeout=5)
+        if response.received_messages:
+            self.subscriber.modify_ack_deadline(
+                subscription=path, ack_ids=[m.ack_id for m in response.received_messages], ack_deadline_seconds=0
+            )
+        return not response.received_messages
+
+
+@pytest.fixture
+def topics(stack_env: dict[str, str]) -> Iterator[Topics]:
+    """The four topics and their subscriptions under uuid names, with the design's policies.
+
+    Their ack deadline is 10 s and the retry backoff 1 s, so redelivery tests stay short.
+    """
+    settings = PubSubSettings.from_env(stack_env)
+    created = Topics(settings, uuid.uuid4().hex[:10])
+    names = {t: created.name(t) for t in ("orders_data", "payments_data", "dlq_orders_data", "dlq_payments_data")}
+    ensure_topics(settings, list(names.values()))
+    ensure_subscriptions(
+        settings,
+        [
+            SubscriptionSpec(names["orders_data"], names["dlq_orders_data"], ack_deadline=10, minimum_backoff=1, maximum_backoff=2),
+            SubscriptionSpec(names["payments_data"], names["dlq_payments_data"], ack_deadline=10, minimum_backoff=1, maximum_backoff=2),
+            SubscriptionSpec(names["dlq_orders_data"], ack_deadline=10),
+            SubscriptionSpec(names["dlq_payments_data"], ack_deadline=10),
+        ],
+    )
+    yield created
+    for name in names.values():
+        with contextlib.suppress(google_exceptions.NotFound):
+            created.subscriber.delete_subscription(subscription=settings.subscription_path(f"{name}-sub"))
+        with contextlib.suppress(google_exceptions.NotFound):
+            created.publisher.delete_topic(topic=settings.topic_path(name))
+    created.subscriber.close()
+
+
+@pytest.fixture
+def first_id() -> int:
+    """The start of this test's own order-id range (10 million ids, far from the demo's)."""
+    return 10**13 + random.randrange(10**5) * 10**7
+
+
+@dataclass
+class Script:
+    """A pipeline script running as a real process, its output in a log file."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"{self.log.name} did not exit within {timeout:.0f} s:\n{self.output()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
+
+@pytest.fixture
+def run_script(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Script]]:
+    """Start a top-level script; every script still running at the end of the test is killed."""
+    started: list[Script] = []
+
+    def start(script: str, *args: object, env: dict[str, str] | None = None) -> Script:
+        log = tmp_path / f"{Path(script).stem}-{len(started)}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [PYTHON, str(ROOT / script), *map(str, args)],
+                cwd=ROOT, env={**stack_env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+            )
+        started.append(Script(process, log))
+        return started[-1]
+
+    yield start
+    for script in started:
+        if script.process.poll() is None:
+            script.process.kill()
+            script.process.wait()
+
+
+def consumer_args(topics: Topics, source: str, dead_letter: str, *extra: object) -> list[object]:
+    return ["--subscription", topics.sub(source), "--dead-letter-topic", topics.name(dead_letter), *extra]
