@@ -17,7 +17,7 @@ from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.concurrent import execute_concurrent_with_args
 from cassandra.connection import ConnectionException
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 from cassandra.query import PreparedStatement
 
 from .config import CassandraSettings
@@ -130,7 +130,9 @@ def _cluster(settings: CassandraSettings) -> Cluster:
         auth_provider=auth,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         protocol_version=5,
-        # Keep trying to reconnect while a node is down; the consumers ride out outages.
+        # The driver's default backoff grows to 10 minutes between reconnection attempts; a
+        # consumer riding out an outage should notice the node's return within seconds.
+        reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=10.0),
         idle_heartbeat_interval=10,
     )
 

@@ -114,8 +114,12 @@ class Consumer:
                     continue
                 if batch:
                     self.stats.received += len(batch)
+                    deferred_before = self.stats.deferred
                     self._process(batch)
-                    last_activity = time.monotonic()
+                    # Dead letters the replay only deferred again are not progress: they must
+                    # not keep `--exit-after-idle` from ever firing.
+                    if self.stats.deferred - deferred_before < len(batch):
+                        last_activity = time.monotonic()
                 if time.monotonic() >= next_report:
                     log.info("%s", self.stats.summary())
                     next_report = time.monotonic() + self._settings.stats_interval

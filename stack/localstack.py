@@ -275,7 +275,9 @@ def ensure(service: LocalService, host: str, answers, start, endpoints: Endpoint
         log.info("%s (pid %s) is starting, waiting for it", service.name, pid)
     deadline = time.monotonic() + service.start_timeout
     while time.monotonic() < deadline:
-        if service.pid() is None:
+        # By process group, not service.pid(): just after the fork the child's command line
+        # is still Python's, before it execs java.
+        if not _group_alive(pid):
             raise SystemExit(f"{service.name} exited during start-up; last lines of its log:\n{service.log_tail()}")
         if answers():
             log.info("%s is ready", service.name)

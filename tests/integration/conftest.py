@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cassandra.cluster import Cluster, Session
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.policies import ConstantReconnectionPolicy, RoundRobinPolicy
 from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
 
@@ -71,7 +72,11 @@ def stack_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def cql(stack_env: dict[str, str]) -> Iterator[Session]:
-    cluster = Cluster([stack_env["CASSANDRA_HOSTS"]], port=int(stack_env["CASSANDRA_PORT"]), protocol_version=5)
+    cluster = Cluster(
+        [stack_env["CASSANDRA_HOSTS"]], port=int(stack_env["CASSANDRA_PORT"]), protocol_version=5,
+        execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(load_balancing_policy=RoundRobinPolicy())},
+        reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None),
+    )
     session = cluster.connect(stack_env["CASSANDRA_KEYSPACE"])
     yield session
     cluster.shutdown()
