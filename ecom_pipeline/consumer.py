@@ -54,15 +54,18 @@ class ConsumerStats:
     retried: int = 0
     nacked: int = 0
     deferred: int = 0
-    started: float = field(default_factory=time.monotonic)
+    first_received: float | None = None  # monotonic time of the first message
+    last_settled: float | None = None  # monotonic time the last batch was settled
 
     def summary(self) -> str:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
+        """One line of counts; the rate is over the busy span, first receive to last settle."""
+        busy = (self.last_settled - self.first_received) if self.first_received and self.last_settled else 0.0
+        rate = self.received / busy if busy > 0 else 0.0
         dead = ", ".join(f"{code}={count}" for code, count in sorted(self.dead_lettered.items())) or "none"
         return (
             f"received={self.received} applied={self.applied} dead_lettered={sum(self.dead_lettered.values())} "
             f"({dead}) retried={self.retried} nacked={self.nacked} deferred={self.deferred} "
-            f"rate={self.received / elapsed:.0f} msg/s over {elapsed:.1f} s"
+            f"rate={rate:.0f} msg/s over {busy:.2f} s busy"
         )
 
 
@@ -113,11 +116,14 @@ class Consumer:
                     self._stop.wait(delay)
                     continue
                 if batch:
+                    if self.stats.first_received is None:
+                        self.stats.first_received = time.monotonic()
                     self.stats.received += len(batch)
                     deferred_before = self.stats.deferred
                     self._process(batch)
                     # Dead letters the replay only deferred again are not progress: they must
                     # not keep `--exit-after-idle` from ever firing.
+                    self.stats.last_settled = time.monotonic()
                     if self.stats.deferred - deferred_before < len(batch):
                         last_activity = time.monotonic()
                 if time.monotonic() >= next_report:
