@@ -11,21 +11,15 @@ import os
 import sys
 
 from ecom_pipeline import cli
-from ecom_pipeline.app import Kind, run_consumer
-from ecom_pipeline.config import ORDERS_DLQ_TOPIC, ORDERS_TOPIC, CassandraSettings, PubSubSettings, subscription_for
+from ecom_pipeline.app import Kind
+from ecom_pipeline.config import ORDERS_DLQ_TOPIC, ORDERS_TOPIC, subscription_for
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_consumer_arguments(parser, subscription_for(ORDERS_TOPIC), ORDERS_DLQ_TOPIC)
     args = parser.parse_args(argv)
-    cli.configure_logging(args.log_level)
-    stop = cli.stop_on_signals()
-    run_consumer(
-        Kind.ORDERS, PubSubSettings.from_env(os.environ), CassandraSettings.from_env(os.environ),
-        cli.consumer_settings(args), stop,
-    )
-    return 0
+    return cli.run_consumer_script(Kind.ORDERS, args, os.environ)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ import os
 import sys
 
 from ecom_pipeline import cli
-from ecom_pipeline.app import Kind, run_consumer
-from ecom_pipeline.config import PAYMENTS_DLQ_TOPIC, CassandraSettings, PubSubSettings, subscription_for
+from ecom_pipeline.app import Kind
+from ecom_pipeline.config import PAYMENTS_DLQ_TOPIC, subscription_for
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,13 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds before a payment whose order is still missing is tried again (default 300)",
     )
     args = parser.parse_args(argv)
-    cli.configure_logging(args.log_level)
-    stop = cli.stop_on_signals()
-    run_consumer(
-        Kind.REPLAY, PubSubSettings.from_env(os.environ), CassandraSettings.from_env(os.environ),
-        cli.consumer_settings(args), stop, replay_interval=args.retry_interval,
-    )
-    return 0
+    return cli.run_consumer_script(Kind.REPLAY, args, os.environ, replay_interval=args.retry_interval)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,13 @@ import logging
 import signal
 import threading
 
-from .config import ConsumerSettings
+from collections.abc import Mapping
 
-__all__ = ["configure_logging", "stop_on_signals", "add_consumer_arguments", "consumer_settings", "add_log_level"]
+from .app import Kind, run_consumer
+from .config import CassandraSettings, ConsumerSettings, PubSubSettings
+from .errors import PipelineError
+
+__all__ = ["configure_logging", "stop_on_signals", "add_consumer_arguments", "consumer_settings", "add_log_level", "run_consumer_script"]
 
 
 def add_log_level(parser: argparse.ArgumentParser) -> None:
@@ -59,3 +63,18 @@ def consumer_settings(args: argparse.Namespace) -> ConsumerSettings:
         ack_deadline=args.ack_deadline,
         stats_interval=args.stats_interval,
     )
+
+
+def run_consumer_script(kind: Kind, args: argparse.Namespace, environ: Mapping[str, str], **options: float) -> int:
+    """The body of the consumer scripts: logging, stop signals, settings, run; the exit status."""
+    configure_logging(args.log_level)
+    stop = stop_on_signals()
+    try:
+        run_consumer(
+            kind, PubSubSettings.from_env(environ), CassandraSettings.from_env(environ),
+            consumer_settings(args), stop, **options,
+        )
+    except (ValueError, PipelineError) as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        return 1
+    return 0

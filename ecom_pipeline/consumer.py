@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
 
 from .config import ConsumerSettings
@@ -191,6 +192,11 @@ class Consumer:
                 if error is None:
                     to_ack.append(message.ack_id)
                     self.stats.dead_lettered[reason.code] += 1
+                elif isinstance(error, google_exceptions.InvalidArgument):
+                    # Pub/Sub will never take this dead letter (e.g. too many attributes):
+                    # nack it, and the subscription's dead-letter policy moves it as it is.
+                    log.error("dead letter for %s refused, nacking: %s", message.message_id, error)
+                    to_nack.append(message)
                 else:
                     log.warning("dead-letter publish of %s failed, will retry: %s", message.message_id, error)
                     to_retry.append(message)

@@ -22,6 +22,7 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.types import BatchSettings, LimitExceededBehavior, PublishFlowControl, PublisherOptions
 
 from .config import PubSubSettings
+from .errors import PipelineError
 
 __all__ = [
     "Received", "SubscriptionClient", "LeaseKeeper", "connect_subscriber",
@@ -74,6 +75,8 @@ class SubscriptionClient:
             )
         except google_exceptions.DeadlineExceeded:
             return []
+        except google_exceptions.NotFound as exc:
+            raise PipelineError(f"subscription {self.path} does not exist (run `make setup`)") from exc
         except TRANSIENT_GOOGLE_ERRORS as exc:
             raise PubSubUnavailable(f"pull from {self.name} failed: {exc}") from exc
         return [
