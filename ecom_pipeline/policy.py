@@ -106,10 +106,20 @@ def dead_letter_attributes(
         "source_subscription", original.get("CloudPubSubDeadLetterSourceSubscription", subscription)
     )
     attributes.setdefault("source_message_id", message_id)
-    attributes.setdefault(
-        "source_publish_time", publish_time.astimezone(timezone.utc).isoformat(timespec="microseconds")
-    )
+    attributes.setdefault("source_publish_time", _first_publish_time(original, publish_time))
     return attributes
+
+
+def _first_publish_time(original: Mapping[str, str], publish_time: datetime) -> str:
+    """When the message was first published: Pub/Sub's dead-letter policy records it for us."""
+    from_policy = original.get("CloudPubSubDeadLetterSourceTopicPublishTime", "")
+    try:
+        when = datetime.fromisoformat(from_policy)
+    except ValueError:
+        when = publish_time
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def event_time_micros(publish_time: datetime, attributes: Mapping[str, str]) -> int:
@@ -156,6 +166,10 @@ def replay_deferral(attributes: Mapping[str, str], now: datetime, retry_interval
 def replay_attributes(dead_letter: dict[str, str], *, replayed_at: datetime) -> dict[str, str]:
     """A dead letter republished by the replay: one more `replay_attempts`, and when."""
     attributes = dict(dead_letter)
-    attributes["replay_attempts"] = str(int(attributes.get("replay_attempts", "0") or 0) + 1)
+    try:
+        previous = max(0, int(attributes.get("replay_attempts", "0")))
+    except ValueError:
+        previous = 0  # anyone can publish to a DLQ: a mangled count must not stop the replay
+    attributes["replay_attempts"] = str(previous + 1)
     attributes["replayed_at"] = replayed_at.astimezone(timezone.utc).isoformat(timespec="milliseconds")
     return attributes

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import uuid
+from datetime import datetime
 
 from cassandra.cluster import Cluster, NoHostAvailable, Session
 
@@ -141,6 +142,8 @@ def test_a_message_that_keeps_failing_unexpectedly_ends_in_the_dlq_after_the_pol
         [dead] = topics.drain(ORDERS_DLQ, expected=1, timeout=120)
         assert json.loads(dead.message.data)["order_id"] == first_id + 1
         assert dead.message.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
+        # The replay reads the first publish time from this attribute: it must parse.
+        datetime.fromisoformat(dead.message.attributes["CloudPubSubDeadLetterSourceTopicPublishTime"])
         assert consumer.process.poll() is None, "the consumer must carry on"
         consumer.stop(signal.SIGTERM)
         assert consumer.wait(30) == 0

@@ -1,0 +1,126 @@
+"""schema.cql as the setup applies it, and the subscriptions the setup creates."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ecom_pipeline.admin import SCHEMA, pipeline_subscriptions, schema_statements
+from ecom_pipeline.messages import ORDER_COLUMNS, PAYMENT_COLUMNS
+from tests.unit.conftest import ROOT
+
+# The design's table, column by column, in order.
+DESIGN_COLUMNS = {
+    "order_id": "BIGINT",
+    "customer_id": "BIGINT",
+    "item": "TEXT",
+    "quantity": "BIGINT",
+    "price": "DOUBLE",
+    "shipping_address": "TEXT",
+    "order_status": "TEXT",
+    "creation_date": "TEXT",
+    "payment_id": "BIGINT",
+    "payment_method": "TEXT",
+    "card_last_four": "TEXT",
+    "payment_status": "TEXT",
+    "payment_datetime": "TEXT",
+}
+
+
+@pytest.fixture(scope="module")
+def schema_text() -> str:
+    return SCHEMA.read_text()
+
+
+def table_columns(create_table: str) -> list[tuple[str, str, str]]:
+    """(name, type, rest) for each column definition of a CREATE TABLE statement."""
+    body = create_table[create_table.index("(") + 1 : create_table.rindex(")")]
+    columns = []
+    for definition in body.split(","):
+        name, cql_type, *rest = definition.split()
+        columns.append((name, cql_type.upper(), " ".join(rest).upper()))
+    return columns
+
+
+def test_the_setup_reads_the_schema_file_at_the_project_root():
+    assert SCHEMA == ROOT / "schema.cql"
+
+
+def test_schema_cql_splits_into_a_keyspace_and_a_table(schema_text):
+    statements = schema_statements("ecom_store", schema_text)
+    assert len(statements) == 2
+    assert statements[0].upper().startswith("CREATE KEYSPACE IF NOT EXISTS ECOM_STORE")
+    assert statements[1].upper().startswith("CREATE TABLE IF NOT EXISTS ECOM_STORE.ORDERS_PAYMENTS_FACTS")
+
+
+def test_the_statements_carry_no_comments_or_semicolons(schema_text):
+    for statement in schema_statements("ecom_store", schema_text):
+        assert "--" not in statement
+        assert ";" not in statement
+
+
+def test_the_keyspace_is_simple_strategy_with_one_replica(schema_text):
+    keyspace = re.sub(r"\s+", " ", schema_statements("ecom_store", schema_text)[0])
+    assert "'class': 'SimpleStrategy'" in keyspace
+    assert "'replication_factor': 1" in keyspace
+
+
+def test_the_keyspace_name_is_substituted_everywhere(schema_text):
+    statements = schema_statements("ecom_test_42", schema_text)
+    assert all("ecom_store" not in statement for statement in statements)
+    assert "KEYSPACE IF NOT EXISTS ecom_test_42" in statements[0]
+    assert "TABLE IF NOT EXISTS ecom_test_42.orders_payments_facts" in statements[1]
+
+
+def test_substitution_touches_only_the_whole_keyspace_word():
+    schema = "CREATE TABLE ecom_store.t (ecom_store_note TEXT PRIMARY KEY);"
+    assert schema_statements("k1", schema) == ["CREATE TABLE k1.t (ecom_store_note TEXT PRIMARY KEY)"]
+
+
+def test_the_table_has_exactly_the_designs_13_columns_and_types(schema_text):
+    columns = table_columns(schema_statements("ecom_store", schema_text)[1])
+    assert len(columns) == 13
+    assert {name: cql_type for name, cql_type, _ in columns} == DESIGN_COLUMNS
+    assert [name for name, _, _ in columns] == list(DESIGN_COLUMNS)
+
+
+def test_order_id_alone_is_the_primary_key(schema_text):
+    columns = table_columns(schema_statements("ecom_store", schema_text)[1])
+    assert [name for name, _, rest in columns if "PRIMARY KEY" in rest] == ["order_id"]
+
+
+def test_the_table_is_the_order_columns_then_the_payment_columns(schema_text):
+    columns = [name for name, _, _ in table_columns(schema_statements("ecom_store", schema_text)[1])]
+    assert tuple(columns[:8]) == ORDER_COLUMNS
+    assert tuple(columns[8:]) == PAYMENT_COLUMNS
+
+
+def test_the_column_parser_sees_a_changed_type():
+    columns = table_columns("CREATE TABLE k.t (order_id BIGINT PRIMARY KEY, price FLOAT)")
+    assert columns == [("order_id", "BIGINT", "PRIMARY KEY"), ("price", "FLOAT", "")]
+
+
+# --- subscriptions ------------------------------------------------------------------------------
+
+
+def test_every_subscription_is_named_topic_dash_sub():
+    specs = pipeline_subscriptions()
+    assert {spec.topic: spec.name for spec in specs} == {
+        "orders_data": "orders_data-sub",
+        "payments_data": "payments_data-sub",
+        "dlq_orders_data": "dlq_orders_data-sub",
+        "dlq_payments_data": "dlq_payments_data-sub",
+    }
+
+
+def test_the_input_subscriptions_dead_letter_to_their_dlq_topics():
+    dead_letter_topics = {spec.topic: spec.dead_letter_topic for spec in pipeline_subscriptions()}
+    assert dead_letter_topics["orders_data"] == "dlq_orders_data"
+    assert dead_letter_topics["payments_data"] == "dlq_payments_data"
+
+
+def test_the_dlq_subscriptions_have_no_dead_letter_policy_of_their_own():
+    dead_letter_topics = {spec.topic: spec.dead_letter_topic for spec in pipeline_subscriptions()}
+    assert dead_letter_topics["dlq_orders_data"] is None
+    assert dead_letter_topics["dlq_payments_data"] is None

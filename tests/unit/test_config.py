@@ -1,0 +1,126 @@
+"""Typed settings from the environment: defaults, parsing, validation, and a password never shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from ecom_pipeline.config import (
+    ORDERS_DLQ_TOPIC, ORDERS_TOPIC, PAYMENTS_DLQ_TOPIC, PAYMENTS_TOPIC,
+    CassandraSettings, PubSubSettings, subscription_for,
+)
+
+PASSWORD = "s3cr3t-Pa55w0rd-7f2c"
+
+
+def test_the_design_topic_names():
+    assert (ORDERS_TOPIC, PAYMENTS_TOPIC, PAYMENTS_DLQ_TOPIC, ORDERS_DLQ_TOPIC) == (
+        "orders_data", "payments_data", "dlq_payments_data", "dlq_orders_data",
+    )
+
+
+def test_subscription_names_are_topic_dash_sub():
+    assert subscription_for("orders_data") == "orders_data-sub"
+
+
+# --- CassandraSettings --------------------------------------------------------------------------
+
+
+def test_cassandra_defaults_point_at_the_local_node():
+    settings = CassandraSettings.from_env({})
+    assert settings.hosts == ("127.0.0.1",)
+    assert settings.port == 9042
+    assert settings.keyspace == "ecom_store"
+    assert settings.username is None
+    assert settings.password is None
+    assert settings.consistency == "LOCAL_QUORUM"
+    assert settings.local_dc is None
+    assert settings.request_timeout == 10.0
+
+
+def test_cassandra_hosts_are_a_comma_separated_list_with_blanks_dropped():
+    settings = CassandraSettings.from_env({"CASSANDRA_HOSTS": " 10.0.0.1, 10.0.0.2 ,,node-3 "})
+    assert settings.hosts == ("10.0.0.1", "10.0.0.2", "node-3")
+
+
+def test_an_empty_host_list_falls_back_to_localhost():
+    assert CassandraSettings.from_env({"CASSANDRA_HOSTS": " , "}).hosts == ("127.0.0.1",)
+
+
+def test_cassandra_settings_parse_every_variable():
+    settings = CassandraSettings.from_env({
+        "CASSANDRA_PORT": "19042",
+        "CASSANDRA_KEYSPACE": "ecom_test_1",
+        "CASSANDRA_USERNAME": "pipeline",
+        "CASSANDRA_PASSWORD": PASSWORD,
+        "CASSANDRA_CONSISTENCY": "local_one",
+        "CASSANDRA_LOCAL_DC": "dc1",
+        "CASSANDRA_REQUEST_TIMEOUT": "2.5",
+    })
+    assert settings.port == 19042
+    assert settings.keyspace == "ecom_test_1"
+    assert settings.username == "pipeline"
+    assert settings.password is not None and settings.password.get_secret_value() == PASSWORD
+    assert settings.consistency == "LOCAL_ONE"
+    assert settings.local_dc == "dc1"
+    assert settings.request_timeout == 2.5
+
+
+@pytest.mark.parametrize("consistency", ["quorum", "Quorum", "QUORUM"])
+def test_consistency_is_upper_cased(consistency):
+    assert CassandraSettings.from_env({"CASSANDRA_CONSISTENCY": consistency}).consistency == "QUORUM"
+
+
+def test_an_unknown_consistency_level_is_rejected():
+    with pytest.raises(ValueError, match="CASSANDRA_CONSISTENCY"):
+        CassandraSettings.from_env({"CASSANDRA_CONSISTENCY": "SOMETIMES"})
+
+
+@pytest.mark.parametrize(
+    "keyspace",
+    ["", "1ecom", "ecom-store", "ecom store", "ecom_store; DROP KEYSPACE x", "k" * 49, '"ecom"'],
+)
+def test_an_invalid_keyspace_name_is_rejected(keyspace):
+    with pytest.raises(ValueError, match="keyspace"):
+        CassandraSettings.from_env({"CASSANDRA_KEYSPACE": keyspace})
+
+
+def test_a_non_numeric_port_is_rejected():
+    with pytest.raises(ValueError):
+        CassandraSettings.from_env({"CASSANDRA_PORT": "ninety"})
+
+
+def test_an_empty_password_means_no_password():
+    assert CassandraSettings.from_env({"CASSANDRA_PASSWORD": ""}).password is None
+
+
+def test_printing_the_settings_never_shows_the_password():
+    settings = CassandraSettings.from_env({"CASSANDRA_USERNAME": "pipeline", "CASSANDRA_PASSWORD": PASSWORD})
+    assert PASSWORD not in repr(settings)
+    assert PASSWORD not in str(settings)
+    assert PASSWORD not in f"{settings}"
+    assert "pipeline" in repr(settings)  # the rest is still readable
+
+
+# --- PubSubSettings -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("environ", [{}, {"GOOGLE_CLOUD_PROJECT": ""}, {"GOOGLE_CLOUD_PROJECT": "   "}])
+def test_a_missing_project_is_rejected(environ):
+    with pytest.raises(ValueError, match="GOOGLE_CLOUD_PROJECT"):
+        PubSubSettings.from_env(environ)
+
+
+def test_pubsub_settings_read_project_and_emulator():
+    settings = PubSubSettings.from_env({"GOOGLE_CLOUD_PROJECT": "ecom-local", "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"})
+    assert settings.project == "ecom-local"
+    assert settings.emulator_host == "127.0.0.1:8085"
+
+
+def test_without_an_emulator_host_the_real_service_is_used():
+    assert PubSubSettings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "PUBSUB_EMULATOR_HOST": ""}).emulator_host is None
+
+
+def test_resource_paths_name_the_project():
+    settings = PubSubSettings(project="ecom-local")
+    assert settings.topic_path("orders_data") == "projects/ecom-local/topics/orders_data"
+    assert settings.subscription_path("orders_data-sub") == "projects/ecom-local/subscriptions/orders_data-sub"

@@ -1,0 +1,215 @@
+"""The handlers' decisions, one outcome per message in batch order, against an in-memory store."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ecom_pipeline.errors import StoreError, TransientStoreError
+from ecom_pipeline.handlers import ORDER_NOT_FOUND, OrderHandler, PaymentHandler, ReplayHandler
+from ecom_pipeline.messages import order_values, parse_order, parse_payment, payment_values
+from ecom_pipeline.policy import Applied, DeadLetter, Defer, Fail, Retry
+from ecom_pipeline.pubsub_io import Received
+from tests.unit.conftest import PUBLISH_TIME, FakeFactStore, encode, micros, order_dict, payment_dict, received
+
+NOW = datetime(2026, 3, 1, 13, 0, 0, tzinfo=timezone.utc)
+
+
+def order_message(order_id: int, **kwargs: Any) -> Received:
+    return received(encode(order_dict(order_id=order_id)), message_id=f"order-{order_id}", **kwargs)
+
+
+def payment_message(payment_id: int, order_id: int, **kwargs: Any) -> Received:
+    data = encode(payment_dict(payment_id=payment_id, order_id=order_id))
+    return received(data, message_id=f"payment-{payment_id}", **kwargs)
+
+
+# --- OrderHandler -------------------------------------------------------------------------------
+
+
+def test_order_handler_applies_a_valid_order_with_its_values_and_publish_time():
+    store = FakeFactStore()
+    outcomes = OrderHandler(store).handle([order_message(1)])
+    assert outcomes == [Applied()]
+    expected_values = order_values(parse_order(encode(order_dict(order_id=1))))
+    assert store.inserted == [(expected_values, micros(PUBLISH_TIME))]
+
+
+def test_order_handler_dead_letters_bytes_that_are_not_utf8_without_writing():
+    store = FakeFactStore()
+    outcomes = OrderHandler(store).handle([received(b"\xff\xfe\x00")])
+    assert len(outcomes) == 1
+    assert isinstance(outcomes[0], DeadLetter)
+    assert outcomes[0].code == "invalid_encoding"
+    assert store.inserted == []
+
+
+def test_order_handler_keeps_batch_order_across_valid_and_invalid_messages():
+    batch = [
+        order_message(1),
+        received(b"\x80not utf-8", message_id="bad-bytes"),
+        order_message(2),
+        received(b'{"order_id": 3', message_id="truncated"),
+        received(encode(order_dict(order_id=4, price=-1)), message_id="negative-price"),
+        order_message(5),
+    ]
+    store = FakeFactStore()
+    outcomes = OrderHandler(store).handle(batch)
+    assert [type(o).__name__ for o in outcomes] == [
+        "Applied", "DeadLetter", "Applied", "DeadLetter", "DeadLetter", "Applied",
+    ]
+    assert [o.code for o in outcomes if isinstance(o, DeadLetter)] == ["invalid_encoding", "invalid_json", "invalid_message"]
+    assert "price" in outcomes[4].detail
+    assert [values[0] for values, _ in store.inserted] == [1, 2, 5]
+
+
+def test_order_handler_retries_an_order_the_store_could_not_reach():
+    store = FakeFactStore(insert_errors={2: TransientStoreError("WriteTimeout: 1 of 1 replicas")})
+    outcomes = OrderHandler(store).handle([order_message(1), order_message(2), order_message(3)])
+    assert outcomes[0] == Applied()
+    assert isinstance(outcomes[1], Retry)
+    assert "WriteTimeout" in outcomes[1].reason
+    assert outcomes[2] == Applied()
+
+
+def test_order_handler_fails_an_order_the_store_refused():
+    store = FakeFactStore(insert_errors={1: StoreError("InvalidRequest: bad column")})
+    outcomes = OrderHandler(store).handle([order_message(1), order_message(2)])
+    assert outcomes == [Fail("InvalidRequest: bad column"), Applied()]
+
+
+def test_order_handler_writes_with_the_original_event_time_of_a_dead_letter():
+    first = PUBLISH_TIME - timedelta(hours=1)
+    message = order_message(1, attributes={"source_publish_time": first.isoformat()})
+    store = FakeFactStore()
+    OrderHandler(store).handle([message])
+    assert store.inserted[0][1] == micros(first)
+
+
+def test_order_handler_returns_nothing_for_an_empty_batch():
+    assert OrderHandler(FakeFactStore()).handle([]) == []
+
+
+def test_order_handler_of_only_invalid_messages_returns_only_dead_letters():
+    outcomes = OrderHandler(FakeFactStore()).handle([received(b"[]"), received(b"")])
+    assert [o.code for o in outcomes] == ["invalid_message", "invalid_json"]
+
+
+# --- PaymentHandler -----------------------------------------------------------------------------
+
+
+def test_payment_handler_applies_a_payment_whose_order_exists():
+    store = FakeFactStore(existing={101})
+    outcomes = PaymentHandler(store).handle([payment_message(7, 101)])
+    assert outcomes == [Applied()]
+    expected = payment_values(parse_payment(encode(payment_dict(payment_id=7, order_id=101))))
+    assert store.updated == [(101, expected, micros(PUBLISH_TIME))]
+
+
+def test_payment_handler_dead_letters_a_payment_without_its_order_and_never_updates_it():
+    store = FakeFactStore(existing={101})
+    outcomes = PaymentHandler(store).handle([payment_message(7, 999), payment_message(8, 101)])
+    assert outcomes[0] == DeadLetter(ORDER_NOT_FOUND, outcomes[0].detail)
+    assert ORDER_NOT_FOUND == "order_not_found"
+    assert "999" in outcomes[0].detail
+    assert outcomes[1] == Applied()
+    assert [order_id for order_id, _, _ in store.updated] == [101]
+
+
+def test_payment_handler_retries_when_the_order_lookup_fails_transiently():
+    store = FakeFactStore(existing={101, 102}, lookup_errors={101: TransientStoreError("ReadTimeout")})
+    outcomes = PaymentHandler(store).handle([payment_message(7, 101), payment_message(8, 102)])
+    assert isinstance(outcomes[0], Retry)
+    assert outcomes[1] == Applied()
+    assert [order_id for order_id, _, _ in store.updated] == [102]
+
+
+def test_payment_handler_fails_when_the_order_lookup_is_refused():
+    store = FakeFactStore(existing={101}, lookup_errors={101: StoreError("Unauthorized")})
+    outcomes = PaymentHandler(store).handle([payment_message(7, 101)])
+    assert outcomes == [Fail("Unauthorized")]
+    assert store.updated == []
+
+
+def test_payment_handler_maps_update_errors_to_retry_and_fail():
+    store = FakeFactStore(
+        existing={1, 2, 3},
+        update_errors={1: TransientStoreError("Unavailable"), 3: StoreError("InvalidRequest")},
+    )
+    outcomes = PaymentHandler(store).handle([payment_message(11, 1), payment_message(12, 2), payment_message(13, 3)])
+    assert outcomes == [Retry("Unavailable"), Applied(), Fail("InvalidRequest")]
+
+
+def test_payment_handler_dead_letters_invalid_payments_without_asking_the_store():
+    store = FakeFactStore(existing={101})
+    card_number = encode(payment_dict(card_last_four="4111111111111111"))
+    outcomes = PaymentHandler(store).handle([received(card_number), received(b"\xc3\x28")])
+    assert [o.code for o in outcomes] == ["invalid_message", "invalid_encoding"]
+    assert "card_last_four" in outcomes[0].detail
+    assert store.lookups == []
+    assert store.updated == []
+
+
+def test_payment_handler_keeps_batch_order_in_a_mixed_batch():
+    store = FakeFactStore(existing={1, 3}, lookup_errors={4: TransientStoreError("timeout")})
+    batch = [
+        payment_message(10, 1),
+        received(b"not json"),
+        payment_message(12, 2),
+        payment_message(13, 3),
+        payment_message(14, 4),
+    ]
+    outcomes = PaymentHandler(store).handle(batch)
+    assert [type(o).__name__ for o in outcomes] == ["Applied", "DeadLetter", "DeadLetter", "Applied", "Retry"]
+    assert [o.code for o in outcomes if isinstance(o, DeadLetter)] == ["invalid_json", ORDER_NOT_FOUND]
+    assert [order_id for order_id, _, _ in store.updated] == [1, 3]
+
+
+def test_payment_handler_looks_up_each_valid_payments_order():
+    store = FakeFactStore(existing={1})
+    PaymentHandler(store).handle([payment_message(10, 1), payment_message(11, 2)])
+    assert sorted(store.lookups[0]) == [1, 2]
+
+
+def test_payment_handler_applies_two_payments_for_the_same_order():
+    store = FakeFactStore(existing={5})
+    outcomes = PaymentHandler(store).handle([payment_message(1, 5), payment_message(2, 5)])
+    assert outcomes == [Applied(), Applied()]
+    assert [values[0] for _, values, _ in store.updated] == [1, 2]
+
+
+# --- ReplayHandler ------------------------------------------------------------------------------
+
+
+def test_replay_handler_defers_a_recently_replayed_dead_letter_without_touching_the_store():
+    store = FakeFactStore(existing={101})
+    recent = payment_message(7, 101, attributes={"replayed_at": (NOW - timedelta(seconds=60)).isoformat()})
+    outcomes = ReplayHandler(store, retry_interval=300, now=lambda: NOW).handle([recent])
+    assert outcomes == [Defer(seconds=240)]
+    assert store.lookups == []
+    assert store.updated == []
+
+
+def test_replay_handler_handles_due_dead_letters_like_payments():
+    store = FakeFactStore(existing={101})
+    batch = [
+        payment_message(1, 101),  # never replayed
+        payment_message(2, 101, attributes={"replayed_at": (NOW - timedelta(seconds=30)).isoformat()}),
+        payment_message(3, 555, attributes={"replayed_at": (NOW - timedelta(seconds=900)).isoformat()}),
+        received(b"{}", message_id="empty-object"),
+    ]
+    outcomes = ReplayHandler(store, retry_interval=300, now=lambda: NOW).handle(batch)
+    assert outcomes[0] == Applied()
+    assert outcomes[1] == Defer(seconds=270)
+    assert isinstance(outcomes[2], DeadLetter) and outcomes[2].code == ORDER_NOT_FOUND
+    assert isinstance(outcomes[3], DeadLetter) and outcomes[3].code == "invalid_message"
+    assert [values[0] for _, values, _ in store.updated] == [1]
+
+
+def test_replay_handler_writes_a_replayed_payment_with_its_first_publish_time():
+    first = PUBLISH_TIME - timedelta(days=1)
+    store = FakeFactStore(existing={101})
+    message = payment_message(7, 101, attributes={"source_publish_time": first.isoformat()})
+    ReplayHandler(store, retry_interval=300, now=lambda: NOW).handle([message])
+    assert store.updated[0][2] == micros(first)
+

@@ -1,0 +1,296 @@
+"""The pure decisions: backoff delays, dead-letter attributes, event times and the replay's pacing."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from ecom_pipeline.policy import (
+    MAX_ATTRIBUTE_BYTES, Backoff, Defer, dead_letter_attributes, event_time_micros,
+    replay_attributes, replay_deferral,
+)
+from tests.unit.conftest import micros
+
+UTC = timezone.utc
+FIRST_PUBLISHED = datetime(2026, 3, 1, 9, 30, 15, 123_456, tzinfo=UTC)
+FAILED_AT = datetime(2026, 3, 1, 9, 31, 0, 500_000, tzinfo=UTC)
+NOW = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
+
+
+# --- Backoff ------------------------------------------------------------------------------------
+
+
+def test_backoff_first_attempt_waits_between_half_and_all_of_initial():
+    backoff = Backoff(initial=0.2, maximum=10.0, multiplier=2.0)
+    assert backoff.delay(0, rand=lambda: 0.0) == pytest.approx(0.1)
+    assert backoff.delay(0, rand=lambda: 1.0) == pytest.approx(0.2)
+
+
+def test_backoff_ceiling_grows_exponentially_with_attempts():
+    backoff = Backoff(initial=0.5, maximum=1000.0, multiplier=3.0)
+    ceilings = [backoff.delay(attempt, rand=lambda: 1.0) for attempt in range(5)]
+    assert ceilings == pytest.approx([0.5, 1.5, 4.5, 13.5, 40.5])
+
+
+def test_backoff_is_capped_at_maximum_even_for_huge_attempts():
+    backoff = Backoff(initial=0.2, maximum=10.0)
+    for attempt in (6, 7, 20, 64, 1000, 10**9):
+        assert backoff.delay(attempt, rand=lambda: 1.0) == pytest.approx(10.0)
+        assert backoff.delay(attempt, rand=lambda: 0.0) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("attempt", range(12))
+def test_backoff_with_real_jitter_stays_between_half_ceiling_and_ceiling(attempt):
+    backoff = Backoff(initial=0.2, maximum=10.0, multiplier=2.0)
+    ceiling = min(10.0, 0.2 * 2.0**attempt)
+    rand = random.Random(attempt).random
+    delays = [backoff.delay(attempt, rand=rand) for _ in range(200)]
+    assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
+    assert len(set(delays)) > 1  # jittered, so consumers do not retry in lockstep
+
+
+def test_backoff_uses_the_injected_random_source():
+    backoff = Backoff(initial=4.0, maximum=100.0)
+    assert backoff.delay(0, rand=lambda: 0.5) == pytest.approx(3.0)
+
+
+# --- dead_letter_attributes ---------------------------------------------------------------------
+
+
+def dead_letter(original: dict[str, str] | None = None, **overrides: object) -> dict[str, str]:
+    arguments: dict[str, object] = {
+        "code": "order_not_found",
+        "detail": "order_id 7 does not exist",
+        "subscription": "payments_data-sub",
+        "message_id": "msg-42",
+        "publish_time": FIRST_PUBLISHED,
+        "failed_at": FAILED_AT,
+    }
+    arguments.update(overrides)
+    return dead_letter_attributes(original or {}, **arguments)  # type: ignore[arg-type]
+
+
+def test_dead_letter_keeps_the_original_attributes():
+    attributes = dead_letter({"trace_id": "abc", "tenant": "shop-1"})
+    assert attributes["trace_id"] == "abc"
+    assert attributes["tenant"] == "shop-1"
+
+
+def test_dead_letter_adds_why_where_from_and_when():
+    attributes = dead_letter()
+    assert attributes["error"] == "order_not_found"
+    assert attributes["error_detail"] == "order_id 7 does not exist"
+    assert attributes["source_subscription"] == "payments_data-sub"
+    assert attributes["source_message_id"] == "msg-42"
+    assert datetime.fromisoformat(attributes["source_publish_time"]) == FIRST_PUBLISHED
+    assert datetime.fromisoformat(attributes["failed_at"]) == FAILED_AT.replace(microsecond=500_000)
+
+
+def test_dead_letter_every_value_is_a_string():
+    assert all(isinstance(value, str) for value in dead_letter({"a": "b"}).values())
+
+
+def test_dead_letter_failed_at_is_iso_8601_in_utc_even_from_another_zone():
+    paris = timezone(timedelta(hours=1))
+    attributes = dead_letter(failed_at=datetime(2026, 3, 1, 11, 0, tzinfo=paris))
+    failed_at = datetime.fromisoformat(attributes["failed_at"])
+    assert failed_at.utcoffset() == timedelta(0)
+    assert failed_at == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+
+
+def test_dead_letter_source_publish_time_is_utc_with_microseconds():
+    attributes = dead_letter(publish_time=FIRST_PUBLISHED.astimezone(timezone(timedelta(hours=-5))))
+    source = datetime.fromisoformat(attributes["source_publish_time"])
+    assert source.utcoffset() == timedelta(0)
+    assert source == FIRST_PUBLISHED
+    assert source.microsecond == 123_456
+
+
+def test_dead_letter_does_not_modify_the_original_mapping():
+    original = {"trace_id": "abc"}
+    dead_letter(original)
+    assert original == {"trace_id": "abc"}
+
+
+@pytest.mark.parametrize("character", ["x", "é", "€", "😀"], ids=["ascii", "2-byte", "3-byte", "4-byte"])
+def test_an_oversized_detail_is_truncated_to_the_attribute_limit_on_a_character_boundary(character):
+    detail = character * 5000
+    truncated = dead_letter(detail=detail)["error_detail"]
+    assert len(truncated.encode("utf-8")) <= MAX_ATTRIBUTE_BYTES
+    assert truncated.endswith("...")
+    assert detail.startswith(truncated[:-3])  # a prefix of whole characters, nothing mangled
+    assert len(truncated.encode("utf-8")) > MAX_ATTRIBUTE_BYTES - 8  # and it keeps as much as fits
+
+
+def test_a_detail_exactly_at_the_limit_is_kept_whole():
+    detail = "y" * MAX_ATTRIBUTE_BYTES
+    assert dead_letter(detail=detail)["error_detail"] == detail
+
+
+def test_a_second_dead_lettering_keeps_the_first_source():
+    first = dead_letter()
+    second = dead_letter(
+        first,
+        code="order_not_found",
+        detail="still missing",
+        subscription="dlq_payments_data-sub",
+        message_id="msg-99",
+        publish_time=FIRST_PUBLISHED + timedelta(minutes=5),
+        failed_at=FAILED_AT + timedelta(minutes=5),
+    )
+    assert second["source_subscription"] == "payments_data-sub"
+    assert second["source_message_id"] == "msg-42"
+    assert second["source_publish_time"] == first["source_publish_time"]
+    assert second["error_detail"] == "still missing"
+    assert datetime.fromisoformat(second["failed_at"]) == FAILED_AT + timedelta(minutes=5)
+
+
+def test_a_message_moved_by_a_dead_letter_policy_names_its_source_subscription():
+    original = {"CloudPubSubDeadLetterSourceSubscription": "payments_data-sub", "CloudPubSubDeadLetterSourceDeliveryCount": "5"}
+    attributes = dead_letter(original, subscription="dlq_payments_data-sub")
+    assert attributes["source_subscription"] == "payments_data-sub"
+    assert attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
+
+
+def test_a_policy_dead_letter_keeps_its_first_publish_time_when_dead_lettered_again():
+    """A payment moved to the DLQ by Pub/Sub's dead-letter policy, then dead-lettered again by the
+    replay (its order still missing), must still be written with the time it was first published.
+
+    Fails today: `dead_letter_attributes` sets `source_publish_time` from the DLQ copy's
+    publish time, and `event_time_micros` then prefers it to
+    `CloudPubSubDeadLetterSourceTopicPublishTime`.
+    """
+    moved_to_dlq_at = FIRST_PUBLISHED + timedelta(minutes=3)
+    from_policy = {
+        "CloudPubSubDeadLetterSourceSubscription": "payments_data-sub",
+        "CloudPubSubDeadLetterSourceTopicPublishTime": FIRST_PUBLISHED.isoformat(),
+    }
+    assert event_time_micros(moved_to_dlq_at, from_policy) == micros(FIRST_PUBLISHED)
+    again = dead_letter(from_policy, subscription="dlq_payments_data-sub", publish_time=moved_to_dlq_at)
+    assert event_time_micros(moved_to_dlq_at + timedelta(minutes=10), again) == micros(FIRST_PUBLISHED)
+
+
+# --- event_time_micros --------------------------------------------------------------------------
+
+
+def test_event_time_is_the_publish_time_in_microseconds():
+    assert event_time_micros(FIRST_PUBLISHED, {}) == 1_772_357_415_123_456
+
+
+def test_event_time_of_the_epoch_is_zero():
+    assert event_time_micros(datetime(1970, 1, 1, tzinfo=UTC), {}) == 0
+
+
+def test_event_time_treats_a_naive_publish_time_as_utc():
+    assert event_time_micros(FIRST_PUBLISHED.replace(tzinfo=None), {}) == micros(FIRST_PUBLISHED)
+
+
+def test_event_time_converts_an_offset_publish_time_to_utc():
+    later_zone = FIRST_PUBLISHED.astimezone(timezone(timedelta(hours=9)))
+    assert event_time_micros(later_zone, {}) == micros(FIRST_PUBLISHED)
+
+
+def test_event_time_prefers_source_publish_time():
+    attributes = {
+        "source_publish_time": FIRST_PUBLISHED.isoformat(),
+        "CloudPubSubDeadLetterSourceTopicPublishTime": (FIRST_PUBLISHED + timedelta(seconds=1)).isoformat(),
+    }
+    assert event_time_micros(NOW, attributes) == micros(FIRST_PUBLISHED)
+
+
+def test_event_time_falls_back_to_the_dead_letter_policy_publish_time():
+    attributes = {"CloudPubSubDeadLetterSourceTopicPublishTime": "2026-03-01T09:30:15.123456Z"}
+    assert event_time_micros(NOW, attributes) == micros(FIRST_PUBLISHED)
+
+
+@pytest.mark.parametrize("mangled", ["yesterday", "2026-13-01T00:00:00", "1772357415", "", "  "])
+def test_event_time_ignores_a_mangled_source_time(mangled):
+    assert event_time_micros(NOW, {"source_publish_time": mangled}) == micros(NOW)
+
+
+def test_event_time_round_trips_through_dead_letter_attributes():
+    attributes = dead_letter(publish_time=FIRST_PUBLISHED)
+    assert event_time_micros(NOW, attributes) == micros(FIRST_PUBLISHED)
+
+
+# --- replay_deferral ----------------------------------------------------------------------------
+
+
+def replayed(seconds_ago: float) -> dict[str, str]:
+    return {"replayed_at": (NOW - timedelta(seconds=seconds_ago)).isoformat()}
+
+
+def test_a_dead_letter_never_replayed_is_not_deferred():
+    assert replay_deferral({}, NOW, 300) is None
+    assert replay_deferral({"replayed_at": ""}, NOW, 300) is None
+
+
+@pytest.mark.parametrize("seconds_ago", [300, 300.5, 3600])
+def test_a_dead_letter_replayed_longer_ago_than_the_interval_is_not_deferred(seconds_ago):
+    assert replay_deferral(replayed(seconds_ago), NOW, 300) is None
+
+
+def test_a_recently_replayed_dead_letter_is_deferred_for_the_rest_of_the_interval():
+    assert replay_deferral(replayed(10), NOW, 300) == Defer(seconds=290)
+
+
+def test_a_deferral_rounds_a_fraction_of_a_second_up():
+    assert replay_deferral(replayed(10.5), NOW, 300) == Defer(seconds=290)
+
+
+def test_a_deferral_is_at_least_one_second():
+    assert replay_deferral(replayed(299.9995), NOW, 300) == Defer(seconds=1)
+
+
+def test_a_deferral_is_at_most_the_600_second_lease_limit():
+    assert replay_deferral(replayed(1), NOW, 3600) == Defer(seconds=600)
+
+
+def test_a_deferral_works_across_time_zones():
+    tokyo = timezone(timedelta(hours=9))
+    attributes = {"replayed_at": (NOW - timedelta(seconds=60)).astimezone(tokyo).isoformat()}
+    assert replay_deferral(attributes, NOW, 300) == Defer(seconds=240)
+
+
+@pytest.mark.parametrize("mangled", ["soon", "2026-02-30T00:00:00", "2026-03-01T09:59:00"], ids=["word", "bad-day", "naive"])
+def test_a_mangled_replayed_at_does_not_defer(mangled):
+    assert replay_deferral({"replayed_at": mangled}, NOW, 300) is None
+
+
+# --- replay_attributes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("before", "after"), [(None, "1"), ("0", "1"), ("3", "4"), ("", "1")])
+def test_replay_attributes_counts_one_more_attempt(before, after):
+    dead = {"error": "order_not_found"} if before is None else {"error": "order_not_found", "replay_attempts": before}
+    assert replay_attributes(dead, replayed_at=NOW)["replay_attempts"] == after
+
+
+def test_replay_attributes_records_when_in_utc_and_keeps_the_rest():
+    dead = {"error": "order_not_found", "source_subscription": "payments_data-sub"}
+    attributes = replay_attributes(dead, replayed_at=NOW.astimezone(timezone(timedelta(hours=2))))
+    replayed_at = datetime.fromisoformat(attributes["replayed_at"])
+    assert replayed_at == NOW
+    assert replayed_at.utcoffset() == timedelta(0)
+    assert attributes["source_subscription"] == "payments_data-sub"
+    assert dead == {"error": "order_not_found", "source_subscription": "payments_data-sub"}
+
+
+def test_replay_attributes_feed_replay_deferral():
+    attributes = replay_attributes({}, replayed_at=NOW - timedelta(seconds=100))
+    assert replay_deferral(attributes, NOW, 300) == Defer(seconds=200)
+
+
+@pytest.mark.parametrize("mangled", ["abc", "1.5", "-"])
+def test_replay_attributes_survives_a_mangled_attempt_count(mangled):
+    """Anyone who can publish to the DLQ sets attributes; a bad count must not crash the replay.
+
+    Fails today: `int("abc")` raises ValueError inside `replay_attributes`, which the consumer
+    calls outside any try (Consumer._act), so one such dead letter stops the replay consumer,
+    and it comes back (never acked) to stop it again.
+    """
+    attributes = replay_attributes({"replay_attempts": mangled}, replayed_at=NOW)
+    assert attributes["replay_attempts"].isdigit()
+    assert int(attributes["replay_attempts"]) >= 1
