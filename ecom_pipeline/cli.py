@@ -7,13 +7,19 @@ import logging
 import signal
 import threading
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from .app import Kind, run_consumer
 from .config import CassandraSettings, ConsumerSettings, PubSubSettings
 from .errors import PipelineError
+from .mockdata import MockData
+from .producer import publish
+from .pubsub_io import connect_publisher
 
-__all__ = ["configure_logging", "stop_on_signals", "add_consumer_arguments", "consumer_settings", "add_log_level", "run_consumer_script"]
+__all__ = [
+    "configure_logging", "stop_on_signals", "add_consumer_arguments", "consumer_settings", "add_log_level", "run_consumer_script",
+    "add_producer_arguments", "run_producer_script",
+]
 
 
 def add_log_level(parser: argparse.ArgumentParser) -> None:
@@ -78,3 +84,31 @@ def run_consumer_script(kind: Kind, args: argparse.Namespace, environ: Mapping[s
         logging.getLogger(__name__).error("%s", exc)
         return 1
     return 0
+
+
+def add_producer_arguments(parser: argparse.ArgumentParser, topic: str, noun: str) -> None:
+    parser.add_argument("--topic", default=topic, help=f"topic to publish to (default {topic})")
+    parser.add_argument("--count", type=int, help=f"stop after N {noun} (default: until Ctrl-C)")
+    parser.add_argument("--rate", type=float, default=10.0, help=f"{noun} per second; 0 = as fast as possible")
+    parser.add_argument("--seed", type=int, help=f"same seed, same {noun}")
+    parser.add_argument("--start-id", type=int, default=1, help="first id (default 1)")
+    add_log_level(parser)
+
+
+def run_producer_script(
+    args: argparse.Namespace, messages: Callable[[MockData], Iterator[bytes]], environ: Mapping[str, str]
+) -> int:
+    """The body of the producer scripts: publish, flush, summarise; 1 if any publish failed."""
+    configure_logging(args.log_level)
+    stop = stop_on_signals()
+    try:
+        settings = PubSubSettings.from_env(environ)
+    except ValueError as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        return 1
+    stats = publish(
+        connect_publisher(), settings.topic_path(args.topic), messages(MockData(args.seed)),
+        count=args.count, rate=args.rate, stop=stop,
+    )
+    logging.getLogger(__name__).info("final: %s", stats.summary())
+    return 1 if stats.failed or stats.published < stats.submitted else 0

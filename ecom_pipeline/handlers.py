@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from .cassandra_io import FactStore
 from .errors import InvalidMessage, StoreError, TransientStoreError
@@ -33,6 +33,24 @@ def _outcome(error: StoreError | None) -> Outcome:
     return Fail(str(error))
 
 
+R = TypeVar("R")
+
+
+def _parse_batch(
+    batch: Sequence[Received], parse: Callable[[bytes], R], outcomes: list[Outcome | None]
+) -> list[tuple[int, R, int]]:
+    """(position, record, write timestamp) of each valid message; dead letters for the others."""
+    parsed: list[tuple[int, R, int]] = []
+    for position, message in enumerate(batch):
+        try:
+            record = parse(message.data)
+        except InvalidMessage as invalid:
+            outcomes[position] = DeadLetter(invalid.code, invalid.detail)
+            continue
+        parsed.append((position, record, event_time_micros(message.publish_time, message.attributes)))
+    return parsed
+
+
 class OrderHandler:
     """Insert each valid order's eight columns; invalid ones become dead letters."""
 
@@ -41,17 +59,9 @@ class OrderHandler:
 
     def handle(self, batch: Sequence[Received]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(batch)
-        positions: list[int] = []
-        rows: list[tuple[tuple[object, ...], int]] = []
-        for position, message in enumerate(batch):
-            try:
-                order = parse_order(message.data)
-            except InvalidMessage as invalid:
-                outcomes[position] = DeadLetter(invalid.code, invalid.detail)
-                continue
-            positions.append(position)
-            rows.append((order_values(order), event_time_micros(message.publish_time, message.attributes)))
-        for position, error in zip(positions, self._store.insert_orders(rows)):
+        orders = _parse_batch(batch, parse_order, outcomes)
+        errors = self._store.insert_orders([(order_values(order), timestamp) for _, order, timestamp in orders])
+        for (position, _, _), error in zip(orders, errors):
             outcomes[position] = _outcome(error)
         return outcomes  # type: ignore[return-value]
 
@@ -68,14 +78,7 @@ class PaymentHandler:
 
     def handle(self, batch: Sequence[Received]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(batch)
-        payments: list[tuple[int, Payment, int]] = []
-        for position, message in enumerate(batch):
-            try:
-                payment = parse_payment(message.data)
-            except InvalidMessage as invalid:
-                outcomes[position] = DeadLetter(invalid.code, invalid.detail)
-                continue
-            payments.append((position, payment, event_time_micros(message.publish_time, message.attributes)))
+        payments: list[tuple[int, Payment, int]] = _parse_batch(batch, parse_payment, outcomes)
         if not payments:
             return outcomes  # type: ignore[return-value]
 
