@@ -70,7 +70,7 @@ test: setup
 	$(PY) -m pytest tests -q -ra
 
 bench: setup
-	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean: stack-down
 	rm -rf .stack $(VENV)

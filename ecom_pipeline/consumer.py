@@ -1,4 +1,4 @@
-"""The consumer loop: pull a batch, let the handler decide, act on every outcome, repeat.
+"""The consumer loop: take a batch, let the handler decide, act on every outcome, repeat.
 
 Delivery contract (at-least-once, idempotent effect):
 - a message is acked only after its row write, or its dead-letter publish, has succeeded;
@@ -6,7 +6,8 @@ Delivery contract (at-least-once, idempotent effect):
   long as it takes; nothing is dead-lettered or acked meanwhile;
 - unexpected failures are nacked, so Pub/Sub redelivers them and the subscription's
   dead-letter policy moves a message that keeps failing to the dead-letter topic;
-- memory is bounded: one batch in flight at a time, at most `batch_size` messages.
+- memory is bounded: one batch of at most `batch_size` messages in flight, and at most twice
+  that many pulled ahead by the prefetcher while it is written.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +26,7 @@ from google.cloud import pubsub_v1
 from .config import ConsumerSettings
 from .handlers import Handler
 from .policy import Applied, Backoff, DeadLetter, Defer, Fail, Retry, dead_letter_attributes
-from .pubsub_io import LeaseKeeper, PubSubUnavailable, Received, SubscriptionClient, wait_all
+from .pubsub_io import LeaseKeeper, Prefetcher, Received, SubscriptionClient, wait_all
 
 __all__ = ["Consumer", "ConsumerStats", "AttributesFor", "default_dead_letter_attributes"]
 
@@ -57,6 +58,13 @@ class ConsumerStats:
     deferred: int = 0
     first_received: float | None = None  # monotonic time of the first message
     last_settled: float | None = None  # monotonic time the last batch was settled
+    # End-to-end latency of applied messages, publish time to row written and acked, in
+    # seconds: the most recent 100,000, so memory stays bounded however long the run.
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+
+    def latency_percentiles(self, *quantiles: float) -> list[float]:
+        ordered = sorted(self.latencies)
+        return [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in quantiles] if ordered else []
 
     def summary(self) -> str:
         """One line of counts; the rate is over the busy span, first receive to last settle."""
@@ -66,8 +74,14 @@ class ConsumerStats:
         return (
             f"received={self.received} applied={self.applied} dead_lettered={sum(self.dead_lettered.values())} "
             f"({dead}) retried={self.retried} nacked={self.nacked} deferred={self.deferred} "
-            f"rate={rate:.0f} msg/s over {busy:.2f} s busy"
+            f"rate={rate:.0f} msg/s over {busy:.2f} s busy{self._latency()}"
         )
+
+    def _latency(self) -> str:
+        if not self.latencies:
+            return ""
+        p50, p90, p99, top = self.latency_percentiles(0.5, 0.9, 0.99, 1.0)
+        return f" latency_ms p50={p50 * 1e3:.0f} p90={p90 * 1e3:.0f} p99={p99 * 1e3:.0f} max={top * 1e3:.0f}"
 
 
 class Consumer:
@@ -98,24 +112,20 @@ class Consumer:
         """Consume until the stop event is set or, with `exit_after_idle`, nothing came for that long."""
         idle_limit = self._settings.exit_after_idle
         pull_timeout = max(1.0, min(10.0, idle_limit or 10.0))
+        prefetcher = Prefetcher(
+            self._subscription, self._leases, pull_size=self._settings.batch_size,
+            max_buffered=2 * self._settings.batch_size, pull_timeout=pull_timeout, retry_delay=self._backoff.delay,
+        )
         last_activity = time.monotonic()
         next_report = last_activity + self._settings.stats_interval
-        pull_failures = 0
         self._leases.start()
+        prefetcher.start()
         try:
             while not self._stop.is_set():
                 if idle_limit is not None and time.monotonic() - last_activity >= idle_limit:
                     log.info("no message for %.0f s, exiting", idle_limit)
                     break
-                try:
-                    batch = self._subscription.pull(self._settings.batch_size, pull_timeout)
-                    pull_failures = 0
-                except PubSubUnavailable as exc:
-                    delay = self._backoff.delay(pull_failures)
-                    pull_failures += 1
-                    log.warning("%s; retrying in %.1f s", exc, delay)
-                    self._stop.wait(delay)
-                    continue
+                batch = prefetcher.take(self._settings.batch_size, min(pull_timeout, 1.0))
                 if batch:
                     if self.stats.first_received is None:
                         self.stats.first_received = time.monotonic()
@@ -131,6 +141,10 @@ class Consumer:
                     log.info("%s", self.stats.summary())
                     next_report = time.monotonic() + self._settings.stats_interval
         finally:
+            unprocessed = prefetcher.stop()
+            if unprocessed:
+                log.info("stopping: handing %d pulled, unprocessed messages back to Pub/Sub", len(unprocessed))
+                self._settle_nack(unprocessed, count=False)
             self._leases.stop()
         return self.stats
 
@@ -201,10 +215,13 @@ class Consumer:
                     log.warning("dead-letter publish of %s failed, will retry: %s", message.message_id, error)
                     to_retry.append(message)
 
-        self.stats.applied += sum(isinstance(o, Applied) for o in outcomes)
+        applied = [m for m, o in zip(batch, outcomes) if isinstance(o, Applied)]
+        self.stats.applied += len(applied)
         if to_ack:
             self._subscription.ack(to_ack)
             self._leases.release(to_ack)
+            now = datetime.now(timezone.utc)
+            self.stats.latencies.extend((now - m.publish_time).total_seconds() for m in applied)
         for seconds, ack_ids in deferred.items():
             self._subscription.modify_deadline(ack_ids, seconds)
             self._leases.release(ack_ids)

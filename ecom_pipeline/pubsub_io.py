@@ -4,18 +4,20 @@ The client library finds the emulator by itself through PUBSUB_EMULATOR_HOST; wi
 talks to Google Cloud with Application Default Credentials. Library errors are translated here.
 
 Consumers use synchronous `pull` of up to a thousand messages and one bulk `acknowledge`,
-measured about ten times faster here than the streaming `subscribe()` callback path; leases
-of pulled messages are kept alive by `LeaseKeeper` while they are being processed.
+measured about ten times faster here than the streaming `subscribe()` callback path. A
+`Prefetcher` thread pulls the next messages while the previous ones are being written, into a
+buffer of bounded size; `LeaseKeeper` keeps the leases of everything pulled and not yet settled.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
@@ -25,7 +27,7 @@ from .config import PubSubSettings
 from .errors import PipelineError
 
 __all__ = [
-    "Received", "SubscriptionClient", "LeaseKeeper", "connect_subscriber",
+    "Received", "SubscriptionClient", "LeaseKeeper", "Prefetcher", "connect_subscriber",
     "connect_publisher", "PubSubUnavailable", "wait_all",
 ]
 
@@ -79,16 +81,18 @@ class SubscriptionClient:
             raise PipelineError(f"subscription {self.path} does not exist (run `make setup`)") from exc
         except TRANSIENT_GOOGLE_ERRORS as exc:
             raise PubSubUnavailable(f"pull from {self.name} failed: {exc}") from exc
+        # The raw protobuf: reading fields through the proto-plus wrappers cost a tenth of the
+        # consumer's time in the profile.
         return [
             Received(
                 ack_id=m.ack_id,
                 message_id=m.message.message_id,
                 data=m.message.data,
                 attributes=dict(m.message.attributes),
-                publish_time=m.message.publish_time,
+                publish_time=m.message.publish_time.ToDatetime(tzinfo=timezone.utc),
                 delivery_attempt=m.delivery_attempt,
             )
-            for m in response.received_messages
+            for m in type(response).pb(response).received_messages
         ]
 
     def ack(self, ack_ids: Sequence[str]) -> None:
@@ -164,6 +168,91 @@ class LeaseKeeper:
             if ack_ids:
                 log.debug("extending the lease of %d in-flight messages", len(ack_ids))
                 self._subscription.modify_deadline(ack_ids, self._deadline)
+
+
+class Prefetcher:
+    """Pulls on its own thread, so the next messages are here when the previous ones are written.
+
+    At most `max_buffered` pulled messages wait in memory; the thread pulls again only when
+    there is room. They are leased from the moment they arrive. A pull that fails transiently
+    is retried after `retry_delay(attempt)` seconds; any other error is raised by `take`.
+    """
+
+    def __init__(
+        self,
+        subscription: SubscriptionClient,
+        leases: LeaseKeeper,
+        *,
+        pull_size: int,
+        max_buffered: int,
+        pull_timeout: float,
+        retry_delay: Callable[[int], float],
+    ) -> None:
+        self._subscription = subscription
+        self._leases = leases
+        self._pull_size = pull_size
+        self._max_buffered = max_buffered
+        self._pull_timeout = pull_timeout
+        self._retry_delay = retry_delay
+        self._buffer: deque[Received] = deque()
+        self._error: BaseException | None = None
+        self._changed = threading.Condition()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prefetcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def take(self, max_messages: int, timeout: float) -> list[Received]:
+        """Up to `max_messages` pulled messages; an empty list when none came within `timeout`."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._buffer or self._error, timeout)
+            if self._error is not None:
+                raise self._error
+            batch = [self._buffer.popleft() for _ in range(min(max_messages, len(self._buffer)))]
+            self._changed.notify_all()
+            return batch
+
+    def stop(self) -> list[Received]:
+        """Stop pulling; return what was pulled and not taken, for the caller to hand back."""
+        self._stopped.set()
+        with self._changed:
+            self._changed.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(self._pull_timeout + 30)
+        with self._changed:
+            left, self._buffer = list(self._buffer), deque()
+        return left
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopped.is_set():
+            with self._changed:
+                self._changed.wait_for(
+                    lambda: len(self._buffer) < self._max_buffered or self._stopped.is_set()
+                )
+                room = self._max_buffered - len(self._buffer)
+            if self._stopped.is_set():
+                return
+            try:
+                batch = self._subscription.pull(min(room, self._pull_size), self._pull_timeout)
+                failures = 0
+            except PubSubUnavailable as exc:
+                delay = self._retry_delay(failures)
+                failures += 1
+                log.warning("%s; retrying in %.1f s", exc, delay)
+                self._stopped.wait(delay)
+                continue
+            except BaseException as exc:  # e.g. the subscription is missing: the consumer stops
+                with self._changed:
+                    self._error = exc
+                    self._changed.notify_all()
+                return
+            if batch:
+                self._leases.hold(m.ack_id for m in batch)
+                with self._changed:
+                    self._buffer.extend(batch)
+                    self._changed.notify_all()
 
 
 def connect_subscriber(settings: PubSubSettings, subscription: str) -> SubscriptionClient:

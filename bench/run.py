@@ -1,0 +1,350 @@
+"""`make bench`: throughput and latency of the pipeline on the real local stack, in one run.
+
+On the same generated data (seed 7), each repeat measures:
+- the producers' `--rate 0` publish rate;
+- the project's order and payment consumers draining a backlog of N messages (their own busy-span
+  rate, as printed in their final line) and their peak RSS (VmHWM);
+- the BASELINE consumers (bench/baseline_consumers.py, the original scripts' approach);
+- the raw ceilings: pull + bulk ack with no database, and prepared INSERTs through the driver at
+  concurrency 128 with no Pub/Sub;
+- end-to-end latency at a steady publish rate below capacity (publish time to row written and
+  acked, measured by the consumer).
+Everything runs against keyspace `ecom_bench` and uuid-named topics, which are deleted at the end.
+The table shows the median of the repeats; the figures go to bench/results/latest.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import suppress
+from pathlib import Path
+
+from cassandra.cluster import Cluster, Session
+from cassandra.concurrent import execute_concurrent_with_args
+from google.api_core import exceptions as google_exceptions
+from google.cloud import pubsub_v1
+
+from ecom_pipeline.admin import SCHEMA, schema_statements
+from ecom_pipeline.messages import Order, order_values
+from ecom_pipeline.mockdata import MockData
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PY = sys.executable
+KEYSPACE = "ecom_bench"
+RESULTS = ROOT / "bench" / "results"
+log = logging.getLogger("bench")
+
+
+class Bench:
+    """The bench's private topics, subscriptions and keyspace, and how to run a script on them."""
+
+    def __init__(self, project: str) -> None:
+        self.project = project
+        self.suffix = uuid.uuid4().hex[:8]
+        self.publisher = pubsub_v1.PublisherClient()
+        self.subscriber = pubsub_v1.SubscriberClient()
+        self.topics: list[str] = []
+        self.env = {**os.environ, "CASSANDRA_KEYSPACE": KEYSPACE}
+        self.cluster = Cluster([os.environ["CASSANDRA_HOSTS"].split(",")[0]], port=int(os.environ["CASSANDRA_PORT"]))
+        self.session: Session = self.cluster.connect()
+        for statement in schema_statements(KEYSPACE, SCHEMA.read_text()):
+            self.session.execute(statement, timeout=60)
+        self.session.set_keyspace(KEYSPACE)
+
+    def topic(self, name: str) -> str:
+        """Create a new `bench-<name>-<suffix>-<k>` and its subscription; return the topic's name."""
+        full = f"bench-{name}-{self.suffix}-{len(self.topics)}"
+        self.publisher.create_topic(name=self.topic_path(full))
+        self.subscriber.create_subscription(
+            name=self.subscription_path(full), topic=self.topic_path(full), ack_deadline_seconds=60
+        )
+        self.topics.append(full)
+        return full
+
+    def topic_path(self, topic: str) -> str:
+        return f"projects/{self.project}/topics/{topic}"
+
+    def subscription_path(self, topic: str) -> str:
+        return f"projects/{self.project}/subscriptions/{topic}-sub"
+
+    def truncate(self) -> None:
+        self.session.execute("TRUNCATE orders_payments_facts", timeout=120)
+
+    def close(self) -> None:
+        for topic in self.topics:
+            with suppress(google_exceptions.NotFound):
+                self.subscriber.delete_subscription(subscription=self.subscription_path(topic))
+            with suppress(google_exceptions.NotFound):
+                self.publisher.delete_topic(topic=self.topic_path(topic))
+        self.subscriber.close()
+        self.cluster.shutdown()
+
+
+def run_process(argv: list[str], env: dict[str, str]) -> tuple[str, float]:
+    """Run a script to completion; its output and its peak resident memory in MiB."""
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peak_kib = 0
+    status = Path(f"/proc/{process.pid}/status")
+    while process.poll() is None:
+        with suppress(OSError):
+            match = re.search(r"VmHWM:\s+(\d+)", status.read_text())
+            peak_kib = max(peak_kib, int(match.group(1))) if match else peak_kib
+        time.sleep(0.1)
+    output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[1:3])} failed ({process.returncode}):\n{output[-2000:]}")
+    return output, peak_kib / 1024
+
+
+def final_figures(output: str) -> dict[str, float]:
+    """rate, received, and latency percentiles from a script's `final:` line."""
+    line = output.rsplit("final:", 1)[1].splitlines()[0]
+    figures = {key: float(value) for key, value in re.findall(r"(\w+)=([\d.]+)", line)}
+    return figures
+
+
+def produce(bench: Bench, script: str, topic: str, count: int, *extra: object, rate: float = 0) -> float:
+    output, _ = run_process(
+        [PY, script, "--topic", topic, "--count", str(count), "--rate", str(rate), "--seed", "7", *map(str, extra)],
+        bench.env,
+    )
+    return final_figures(output)["rate"]
+
+
+def consume(bench: Bench, script: str, topic: str, dlq: str, expected: int) -> tuple[dict[str, float], float]:
+    output, rss = run_process(
+        [PY, script, "--subscription", f"{topic}-sub", "--dead-letter-topic", dlq, "--exit-after-idle", "3"], bench.env
+    )
+    figures = final_figures(output)
+    if figures["applied"] != expected:
+        raise RuntimeError(f"{script} applied {figures['applied']:.0f} of {expected}:\n{output[-2000:]}")
+    return figures, rss
+
+
+def baseline(bench: Bench, kind: str, topic: str, dlq: str, expected: int) -> tuple[float, float]:
+    output, rss = run_process(
+        [PY, "bench/baseline_consumers.py", kind, bench.subscription_path(topic), bench.topic_path(dlq)], bench.env
+    )
+    result = json.loads(output.strip().splitlines()[-1])
+    if result["processed"] < expected:
+        raise RuntimeError(f"baseline {kind} processed {result['processed']} of {expected}")
+    return result["processed"] / result["seconds"], rss
+
+
+def ceiling_pull_ack(bench: Bench, topic: str, n: int) -> float:
+    """Unary pull of up to 1,000 and one bulk acknowledge, no database: Pub/Sub's side alone."""
+    path = bench.subscription_path(topic)
+    received = 0
+    started = time.monotonic()
+    while received < n:
+        if time.monotonic() - started > 300:
+            raise RuntimeError(f"pull + ack ceiling: only {received} of {n} messages came")
+        with suppress(google_exceptions.DeadlineExceeded):
+            response = bench.subscriber.pull(subscription=path, max_messages=1000, timeout=10, retry=None)
+            if response.received_messages:
+                bench.subscriber.acknowledge(subscription=path, ack_ids=[m.ack_id for m in response.received_messages])
+                received += len(response.received_messages)
+    return received / (time.monotonic() - started)
+
+
+def ceiling_inserts(bench: Bench, n: int) -> float:
+    """Prepared INSERTs through the driver, no Pub/Sub: Cassandra's side alone, best of
+    concurrency 256, 512 and 1,024 (the consumers use 512)."""
+    mock = MockData(seed=7)
+    insert = bench.session.prepare(
+        "INSERT INTO orders_payments_facts (order_id, customer_id, item, quantity, price, shipping_address,"
+        " order_status, creation_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+    )
+    now = int(time.time() * 1e6)
+    rows = [(*order_values(Order(**mock.order(i))), now) for i in range(1, n + 1)]
+    rates = []
+    for concurrency in (256, 512, 1024):
+        started = time.monotonic()
+        execute_concurrent_with_args(bench.session, insert, rows, concurrency=concurrency, raise_on_first_error=True)
+        rates.append(n / (time.monotonic() - started))
+    return max(rates)
+
+
+def one_repeat(bench: Bench, n: int, baseline_n: int, latency_rate: int, latency_seconds: int) -> dict[str, float]:
+    # Every phase gets topics of its own: after a streaming-pull client (the orders baseline) goes
+    # away, the emulator keeps handing some later messages to its dead stream for a while.
+    figures: dict[str, float] = {}
+    dlq = bench.topic("dlq")
+    bench.truncate()
+    log.info("producers and the project's consumers, %d messages each", n)
+    orders, payments = bench.topic("orders"), bench.topic("payments")
+    figures["producer_orders_msgs"] = produce(bench, "order_data_producer.py", orders, n)
+    result, figures["order_consumer_rss_mib"] = consume(bench, "order_data_consumer.py", orders, dlq, n)
+    figures["order_consumer_msgs"] = result["rate"]
+    figures["producer_payments_msgs"] = produce(bench, "payments_data_producer.py", payments, n, "--orphan-every", 0)
+    result, figures["payment_consumer_rss_mib"] = consume(bench, "ingest_in_fact_table.py", payments, dlq, n)
+    figures["payment_consumer_msgs"] = result["rate"]
+
+    log.info("baselines, %d messages each", baseline_n)
+    orders, payments = bench.topic("baseline-orders"), bench.topic("baseline-payments")
+    produce(bench, "order_data_producer.py", orders, baseline_n)
+    figures["baseline_orders_msgs"], figures["baseline_orders_rss_mib"] = baseline(bench, "orders", orders, dlq, baseline_n)
+    produce(bench, "payments_data_producer.py", payments, baseline_n, "--orphan-every", 0)
+    figures["baseline_payments_msgs"], figures["baseline_payments_rss_mib"] = baseline(
+        bench, "payments", payments, dlq, baseline_n
+    )
+
+    log.info("raw ceilings, %d messages each", n)
+    orders = bench.topic("ceiling")
+    produce(bench, "order_data_producer.py", orders, n)
+    figures["ceiling_pull_ack_msgs"] = ceiling_pull_ack(bench, orders, n)
+    figures["ceiling_inserts_msgs"] = ceiling_inserts(bench, n)
+
+    log.info("latency at %d msg/s for %d s", latency_rate, latency_seconds)
+    orders = bench.topic("latency")
+    consumer = subprocess.Popen(
+        [PY, "order_data_consumer.py", "--subscription", f"{orders}-sub", "--dead-letter-topic", dlq, "--exit-after-idle", "5"],
+        cwd=ROOT, env=bench.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    time.sleep(3)  # the consumer connects before the first message is published
+    produce(bench, "order_data_producer.py", orders, latency_rate * latency_seconds, rate=latency_rate)
+    output = consumer.communicate(timeout=120)[0].decode(errors="replace")
+    for key, value in final_figures(output).items():
+        if key in {"p50", "p90", "p99", "max"}:
+            figures[f"latency_{key}_ms"] = value
+    return figures
+
+
+LABELS = [  # key, row label, chart label
+    ("producer_orders_msgs", "order_data_producer.py --rate 0", "order producer"),
+    ("producer_payments_msgs", "payments_data_producer.py --rate 0", "payment producer"),
+    ("order_consumer_msgs", "order_data_consumer.py (this project)", "order_data_consumer.py"),
+    ("baseline_orders_msgs", "BASELINE orders: subscribe() callback, 1 sync INSERT each", "BASELINE orders"),
+    ("payment_consumer_msgs", "ingest_in_fact_table.py (this project)", "ingest_in_fact_table.py"),
+    ("baseline_payments_msgs", "BASELINE payments: pull 10, sync SELECT + UPDATE each", "BASELINE payments"),
+    ("ceiling_pull_ack_msgs", "ceiling: pull 1,000 + bulk ack, no database", "ceiling: pull + ack"),
+    ("ceiling_inserts_msgs", "ceiling: prepared INSERTs, best of concurrency 256/512/1024, no Pub/Sub",
+     "ceiling: INSERTs"),
+]
+
+RATIOS = {  # name: (numerator, denominator); computed within each repeat, then the median
+    "order consumer / orders baseline": ("order_consumer_msgs", "baseline_orders_msgs"),
+    "payment consumer / payments baseline": ("payment_consumer_msgs", "baseline_payments_msgs"),
+    "order consumer / lower raw ceiling": ("order_consumer_msgs", "lower_ceiling_msgs"),
+    "INSERT ceiling / orders baseline (the most any order consumer could reach)": (
+        "ceiling_inserts_msgs", "baseline_orders_msgs"
+    ),
+}
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine())
+    memory_gib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
+    return f"{os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB, Python {platform.python_version()}"
+
+
+def report(runs: list[dict[str, float]], n: int, baseline_n: int, latency_rate: int) -> dict[str, object]:
+    for run in runs:
+        run["lower_ceiling_msgs"] = min(run["ceiling_pull_ack_msgs"], run["ceiling_inserts_msgs"])
+    median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    lines = [
+        f"Machine: {machine()}. Cassandra 5.0.9 and the Pub/Sub emulator on the same machine.",
+        f"N = {n:,} messages ({baseline_n:,} for the baselines), median of {len(runs)} repeats.",
+        "",
+        "| measurement | msg/s (median) | each repeat | peak RSS |",
+        "|---|---:|---|---:|",
+    ]
+    for key, label, _ in LABELS:
+        rss_key = key.replace("_msgs", "_rss_mib")
+        rss = f"{median[rss_key]:.0f} MiB" if rss_key in median else ""
+        lines.append(f"| {label} | {median[key]:,.0f} | {', '.join(f'{r[key]:,.0f}' for r in runs)} | {rss} |")
+    ratios = {}
+    lines += ["", "| ratio, within each repeat | median | each repeat |", "|---|---:|---|"]
+    for name, (top, bottom) in RATIOS.items():
+        each = [run[top] / run[bottom] for run in runs]
+        ratios[name] = statistics.median(each)
+        lines.append(f"| {name} | {ratios[name]:.2f} | {', '.join(f'{r:.2f}' for r in each)} |")
+    latency = [f"{q} {median[f'latency_{q}_ms']:.0f} ms" for q in ("p50", "p90", "p99", "max")
+               if f"latency_{q}_ms" in median]
+    lines += ["", f"End-to-end latency of the order consumer at a steady {latency_rate:,} msg/s (publish time to "
+              "row written and acked, median of the repeats): " + ", ".join(latency) + "."]
+    return {"machine": machine(), "n": n, "baseline_n": baseline_n, "latency_rate": latency_rate, "runs": runs,
+            "median": median, "ratios": ratios, "table": "\n".join(lines)}
+
+
+def chart(result: dict[str, object], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    median: dict[str, float] = result["median"]  # type: ignore[assignment]
+    figure, (bars, latency) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [2.2, 1]})
+    rows = LABELS[::-1]  # top to bottom in the table's order
+    colours = {"BASELINE": "#d98c8c", "ceiling": "#b5b5b5"}
+    values = [median[key] for key, _, _ in rows]
+    positions = range(len(rows))
+    bars.barh(positions, values, color=[next((c for k, c in colours.items() if short.startswith(k)), "#7a9cc6")
+                                        for _, _, short in rows])
+    bars.set_yticks(positions, [short for _, _, short in rows])
+    bars.set_xscale("log")
+    bars.set_xlim(right=max(values) * 4)
+    bars.set_xlabel("messages per second (log scale, median of the repeats)")
+    for y, value in zip(positions, values):
+        bars.text(value * 1.05, y, f"{value:,.0f}", va="center", fontsize=8)
+    quantiles = [q for q in ("p50", "p90", "p99", "max") if f"latency_{q}_ms" in median]
+    latency.plot(quantiles, [median[f"latency_{q}_ms"] for q in quantiles], marker="o", color="#7a9cc6")
+    latency.set_ylim(bottom=0)
+    latency.set_ylabel("ms, publish time to row written and acked")
+    latency.set_title(f"order consumer at {result['latency_rate']:,} msg/s", fontsize=10)
+    figure.suptitle(f"make bench: {result['machine']}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=50_000, help="backlog size for the project's consumers")
+    parser.add_argument("--baseline-n", type=int, default=5_000, help="backlog size for the (slow) baselines")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--latency-rate", type=int, default=2_000, help="steady publish rate for the latency run")
+    parser.add_argument("--latency-seconds", type=int, default=15)
+    parser.add_argument("--redraw", action="store_true", help="only redo the table and chart from latest.json")
+    args = parser.parse_args()
+    if args.redraw:
+        saved = json.loads((RESULTS / "latest.json").read_text())
+        args.n, args.baseline_n, args.latency_rate = saved["n"], saved["baseline_n"], saved.get("latency_rate", 2_000)
+        return write_results(saved["runs"], args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s")
+    logging.getLogger("cassandra").setLevel(logging.ERROR)
+
+    bench = Bench(os.environ["GOOGLE_CLOUD_PROJECT"])
+    runs = []
+    try:
+        for repeat in range(args.repeat):
+            log.info("repeat %d of %d", repeat + 1, args.repeat)
+            runs.append(one_repeat(bench, args.n, args.baseline_n, args.latency_rate, args.latency_seconds))
+    finally:
+        bench.close()
+    return write_results(runs, args)
+
+
+def write_results(runs: list[dict[str, float]], args: argparse.Namespace) -> int:
+    result = report(runs, args.n, args.baseline_n, args.latency_rate)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    chart(result, RESULTS / "latest.png")
+    print(result["table"])
+    print(f"\nwritten: {RESULTS.relative_to(ROOT)}/latest.json, latest.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
