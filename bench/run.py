@@ -2,15 +2,17 @@
 
 On the same generated data (seed 7), each repeat measures:
 - the producers' `--rate 0` publish rate;
-- the project's order and payment consumers draining a backlog of N messages (their own busy-span
-  rate, as printed in their final line) and their peak RSS (VmHWM);
+- the project's order and payment consumers draining a backlog of N messages, with one worker
+  process and with `--workers 2` (their busy-span rate, as printed in their final line), and
+  their peak RSS (VmHWM, summed over worker processes);
 - the BASELINE consumers (bench/baseline_consumers.py, the original scripts' approach);
-- the raw ceilings: pull + bulk ack with no database, and prepared INSERTs through the driver at
-  concurrency 128 with no Pub/Sub;
+- the raw ceilings: pull + bulk ack with no database, and prepared INSERTs through the driver
+  from one process, best of concurrency 256, 512 and 1,024, with no Pub/Sub;
 - end-to-end latency at a steady publish rate below capacity (publish time to row written and
   acked, measured by the consumer).
 Everything runs against keyspace `ecom_bench` and uuid-named topics, which are deleted at the end.
-The table shows the median of the repeats; the figures go to bench/results/latest.json and .png.
+The table shows the median of the repeats, and ratios taken within each repeat; the figures go
+to bench/results/latest.json and latest.png (`--redraw` redoes both from the JSON).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from contextlib import suppress
@@ -91,17 +94,33 @@ class Bench:
         self.cluster.shutdown()
 
 
+def descendants(pid: int) -> list[int]:
+    """The process and its children, grandchildren, ... (e.g. the workers of `--workers 2`)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with suppress(OSError):
+                queue.extend(int(child) for child in task.read_text().split())
+    return found
+
+
 def run_process(argv: list[str], env: dict[str, str]) -> tuple[str, float]:
-    """Run a script to completion; its output and its peak resident memory in MiB."""
-    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak_kib = 0
-    status = Path(f"/proc/{process.pid}/status")
-    while process.poll() is None:
-        with suppress(OSError):
-            match = re.search(r"VmHWM:\s+(\d+)", status.read_text())
-            peak_kib = max(peak_kib, int(match.group(1))) if match else peak_kib
-        time.sleep(0.1)
-    output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+    """Run a script to completion; its output and its peak resident memory in MiB (summed over
+    its worker processes, each at its own peak)."""
+    with tempfile.TemporaryFile() as log_file:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        peaks: dict[int, int] = {}
+        while process.poll() is None:
+            for pid in descendants(process.pid):
+                with suppress(OSError, AttributeError):
+                    kib = int(re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
+                    peaks[pid] = max(peaks.get(pid, 0), kib)
+            time.sleep(0.1)
+        log_file.seek(0)
+        output = log_file.read().decode(errors="replace")
+    peak_kib = sum(peaks.values())
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[1:3])} failed ({process.returncode}):\n{output[-2000:]}")
     return output, peak_kib / 1024
@@ -122,9 +141,11 @@ def produce(bench: Bench, script: str, topic: str, count: int, *extra: object, r
     return final_figures(output)["rate"]
 
 
-def consume(bench: Bench, script: str, topic: str, dlq: str, expected: int) -> tuple[dict[str, float], float]:
+def consume(bench: Bench, script: str, topic: str, dlq: str, expected: int, workers: int) -> tuple[dict[str, float], float]:
     output, rss = run_process(
-        [PY, script, "--subscription", f"{topic}-sub", "--dead-letter-topic", dlq, "--exit-after-idle", "3"], bench.env
+        [PY, script, "--subscription", f"{topic}-sub", "--dead-letter-topic", dlq, "--exit-after-idle", "3",
+         "--workers", str(workers)],
+        bench.env,
     )
     figures = final_figures(output)
     if figures["applied"] != expected:
@@ -182,14 +203,21 @@ def one_repeat(bench: Bench, n: int, baseline_n: int, latency_rate: int, latency
     figures: dict[str, float] = {}
     dlq = bench.topic("dlq")
     bench.truncate()
-    log.info("producers and the project's consumers, %d messages each", n)
-    orders, payments = bench.topic("orders"), bench.topic("payments")
-    figures["producer_orders_msgs"] = produce(bench, "order_data_producer.py", orders, n)
-    result, figures["order_consumer_rss_mib"] = consume(bench, "order_data_consumer.py", orders, dlq, n)
-    figures["order_consumer_msgs"] = result["rate"]
-    figures["producer_payments_msgs"] = produce(bench, "payments_data_producer.py", payments, n, "--orphan-every", 0)
-    result, figures["payment_consumer_rss_mib"] = consume(bench, "ingest_in_fact_table.py", payments, dlq, n)
-    figures["payment_consumer_msgs"] = result["rate"]
+    for workers, suffix in ((1, ""), (2, "_2w")):
+        log.info("producers and the project's consumers (%d worker(s)), %d messages each", workers, n)
+        orders, payments = bench.topic("orders"), bench.topic("payments")
+        figures[f"producer_orders{suffix}_msgs"] = produce(bench, "order_data_producer.py", orders, n)
+        result, figures[f"order_consumer{suffix}_rss_mib"] = consume(
+            bench, "order_data_consumer.py", orders, dlq, n, workers
+        )
+        figures[f"order_consumer{suffix}_msgs"] = result["rate"]
+        figures[f"producer_payments{suffix}_msgs"] = produce(
+            bench, "payments_data_producer.py", payments, n, "--orphan-every", 0
+        )
+        result, figures[f"payment_consumer{suffix}_rss_mib"] = consume(
+            bench, "ingest_in_fact_table.py", payments, dlq, n, workers
+        )
+        figures[f"payment_consumer{suffix}_msgs"] = result["rate"]
 
     log.info("baselines, %d messages each", baseline_n)
     orders, payments = bench.topic("baseline-orders"), bench.topic("baseline-payments")
@@ -225,8 +253,10 @@ LABELS = [  # key, row label, chart label
     ("producer_orders_msgs", "order_data_producer.py --rate 0", "order producer"),
     ("producer_payments_msgs", "payments_data_producer.py --rate 0", "payment producer"),
     ("order_consumer_msgs", "order_data_consumer.py (this project)", "order_data_consumer.py"),
+    ("order_consumer_2w_msgs", "order_data_consumer.py --workers 2 (this project)", "order consumer, 2 workers"),
     ("baseline_orders_msgs", "BASELINE orders: subscribe() callback, 1 sync INSERT each", "BASELINE orders"),
     ("payment_consumer_msgs", "ingest_in_fact_table.py (this project)", "ingest_in_fact_table.py"),
+    ("payment_consumer_2w_msgs", "ingest_in_fact_table.py --workers 2 (this project)", "payment consumer, 2 workers"),
     ("baseline_payments_msgs", "BASELINE payments: pull 10, sync SELECT + UPDATE each", "BASELINE payments"),
     ("ceiling_pull_ack_msgs", "ceiling: pull 1,000 + bulk ack, no database", "ceiling: pull + ack"),
     ("ceiling_inserts_msgs", "ceiling: prepared INSERTs, best of concurrency 256/512/1024, no Pub/Sub",
@@ -235,8 +265,11 @@ LABELS = [  # key, row label, chart label
 
 RATIOS = {  # name: (numerator, denominator); computed within each repeat, then the median
     "order consumer / orders baseline": ("order_consumer_msgs", "baseline_orders_msgs"),
+    "order consumer, 2 workers / orders baseline": ("order_consumer_2w_msgs", "baseline_orders_msgs"),
     "payment consumer / payments baseline": ("payment_consumer_msgs", "baseline_payments_msgs"),
+    "payment consumer, 2 workers / payments baseline": ("payment_consumer_2w_msgs", "baseline_payments_msgs"),
     "order consumer / lower raw ceiling": ("order_consumer_msgs", "lower_ceiling_msgs"),
+    "order consumer, 2 workers / lower raw ceiling": ("order_consumer_2w_msgs", "lower_ceiling_msgs"),
     "INSERT ceiling / orders baseline (the most any order consumer could reach)": (
         "ceiling_inserts_msgs", "baseline_orders_msgs"
     ),

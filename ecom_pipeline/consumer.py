@@ -62,6 +62,23 @@ class ConsumerStats:
     # seconds: the most recent 100,000, so memory stays bounded however long the run.
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
+    @classmethod
+    def merge(cls, parts: Sequence[ConsumerStats]) -> ConsumerStats:
+        """The stats of several worker processes as one: counts added, busy span from the first
+        receive to the last settle of any of them (monotonic time is machine-wide on Linux)."""
+        total = cls()
+        for part in parts:
+            total.received += part.received
+            total.applied += part.applied
+            total.dead_lettered.update(part.dead_lettered)
+            total.retried += part.retried
+            total.nacked += part.nacked
+            total.deferred += part.deferred
+            total.latencies.extend(part.latencies)
+        total.first_received = min((p.first_received for p in parts if p.first_received is not None), default=None)
+        total.last_settled = max((p.last_settled for p in parts if p.last_settled is not None), default=None)
+        return total
+
     def latency_percentiles(self, *quantiles: float) -> list[float]:
         ordered = sorted(self.latencies)
         return [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in quantiles] if ordered else []

@@ -151,3 +151,19 @@ def test_a_message_that_keeps_failing_unexpectedly_ends_in_the_dlq_after_the_pol
     finally:
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
         cluster.shutdown()
+
+
+def test_workers_share_a_subscription_and_stop_together_on_sigterm(
+    run_script, topics: Topics, cql: Session, first_id: int
+) -> None:
+    total = 3000
+    topics.publish_json(ORDERS, [order(first_id + i) for i in range(total)])
+    consumer = run_script("order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ, "--workers", 2, "--batch-size", 200))
+    wait_for(lambda: count_rows(cql, first_id, total) == total, 120, f"{total} rows written by two workers")
+    consumer.stop(signal.SIGTERM)
+    assert consumer.wait(60) == 0, consumer.output()
+    output = consumer.output()
+    assert "[worker-1]" in output and "[worker-2]" in output, output
+    combined = output.rsplit("final: 2 workers: ", 1)[1]
+    assert int(combined.split("applied=")[1].split()[0]) >= total
+    assert topics.is_empty(ORDERS_DLQ)
