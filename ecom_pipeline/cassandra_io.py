@@ -28,7 +28,7 @@ __all__ = ["FactStore", "connect", "connect_session", "translate_error", "TABLE"
 
 log = logging.getLogger(__name__)
 TABLE = "orders_payments_facts"
-CONCURRENCY = 512  # in-flight statements per call: the best of 128-1,024 measured by make bench here
+CONCURRENCY = 512  # statements in flight per call: best measured by make bench here (1,024 timed out)
 
 # Worth retrying: the cluster is unreachable, overloaded, short of replicas or timing out.
 # RequestExecutionException covers Unavailable, Read/WriteTimeout, Read/WriteFailure, Overloaded

@@ -1,0 +1,50 @@
+"""For `make bench` only: prepared INSERTs of mock orders, no Pub/Sub; one of the processes that
+measure Cassandra's side of the ceiling. Prints one JSON line: {"rows", "started", "ended"}
+(wall-clock seconds, so that several processes' spans can be put together).
+
+Usage: insert_load.py FIRST_ID COUNT --concurrency C   (CASSANDRA_* from the environment)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+from cassandra.cluster import Cluster
+from cassandra.concurrent import execute_concurrent_with_args
+
+from ecom_pipeline.messages import Order, order_values
+from ecom_pipeline.mockdata import MockData
+
+INSERT = (
+    "INSERT INTO orders_payments_facts (order_id, customer_id, item, quantity, price, shipping_address,"
+    " order_status, creation_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("first_id", type=int)
+    parser.add_argument("count", type=int)
+    parser.add_argument("--concurrency", type=int, default=512)
+    args = parser.parse_args()
+    cluster = Cluster([os.environ["CASSANDRA_HOSTS"].split(",")[0]], port=int(os.environ["CASSANDRA_PORT"]))
+    session = cluster.connect(os.environ["CASSANDRA_KEYSPACE"])
+    insert = session.prepare(INSERT)
+    mock, now = MockData(seed=7), int(time.time() * 1e6)
+    rows = [(*order_values(Order(**mock.order(i))), now) for i in range(args.first_id, args.first_id + args.count)]
+    started = time.time()
+    pending = rows
+    while pending:  # a row that timed out under the load is written again, so every row counts
+        results = execute_concurrent_with_args(session, insert, pending, concurrency=args.concurrency,
+                                               raise_on_first_error=False)
+        pending = [row for row, (ok, _) in zip(pending, results) if not ok]
+    ended = time.time()
+    cluster.shutdown()
+    print(json.dumps({"rows": len(rows), "started": started, "ended": ended}))
+
+
+if __name__ == "__main__":
+    main()
