@@ -263,7 +263,11 @@ def start_pubsub(endpoints: Endpoints) -> int:
 def ensure(service: LocalService, host: str, answers, start, endpoints: Endpoints) -> None:
     """Reuse the service if it answers, wait for it if ours is starting, else start it."""
     if answers():
-        log.info("%s answers on %s, reusing it", service.name, host)
+        pid = service.pid()
+        if pid is None:
+            log.info("%s answers on %s, reusing it", service.name, host)
+        else:
+            log.info("%s is ready (pid %s, started by this project)", service.name, pid)
         return
     if host not in LOOPBACK:
         raise SystemExit(f"{service.name} at {host} does not answer, and it is not a local address to start it on")
