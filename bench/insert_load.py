@@ -12,16 +12,12 @@ import json
 import os
 import time
 
-from cassandra.cluster import Cluster
 from cassandra.concurrent import execute_concurrent_with_args
 
+from ecom_pipeline.cassandra_io import INSERT_ORDER, connect_session
+from ecom_pipeline.config import CassandraSettings
 from ecom_pipeline.messages import Order, order_values
 from ecom_pipeline.mockdata import MockData
-
-INSERT = (
-    "INSERT INTO orders_payments_facts (order_id, customer_id, item, quantity, price, shipping_address,"
-    " order_status, creation_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
-)
 
 
 def main() -> None:
@@ -30,9 +26,9 @@ def main() -> None:
     parser.add_argument("count", type=int)
     parser.add_argument("--concurrency", type=int, default=512)
     args = parser.parse_args()
-    cluster = Cluster([os.environ["CASSANDRA_HOSTS"].split(",")[0]], port=int(os.environ["CASSANDRA_PORT"]))
-    session = cluster.connect(os.environ["CASSANDRA_KEYSPACE"])
-    insert = session.prepare(INSERT)
+    settings = CassandraSettings.from_env(os.environ)  # the consumers' driver settings
+    cluster, session = connect_session(settings, settings.keyspace)
+    insert = session.prepare(INSERT_ORDER)
     mock, now = MockData(seed=7), int(time.time() * 1e6)
     rows = [(*order_values(Order(**mock.order(i))), now) for i in range(args.first_id, args.first_id + args.count)]
     started = time.time()

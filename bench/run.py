@@ -32,11 +32,12 @@ import uuid
 from contextlib import suppress
 from pathlib import Path
 
-from cassandra.cluster import Cluster, Session
 from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
 
-from ecom_pipeline.admin import SCHEMA, schema_statements
+from ecom_pipeline.admin import SCHEMA, apply_schema
+from ecom_pipeline.cassandra_io import connect_session
+from ecom_pipeline.config import CassandraSettings, PubSubSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,18 +50,16 @@ log = logging.getLogger("bench")
 class Bench:
     """The bench's private topics, subscriptions and keyspace, and how to run a script on them."""
 
-    def __init__(self, project: str) -> None:
-        self.project = project
+    def __init__(self) -> None:
         self.suffix = uuid.uuid4().hex[:8]
         self.publisher = pubsub_v1.PublisherClient()
         self.subscriber = pubsub_v1.SubscriberClient()
         self.topics: list[str] = []
         self.env = {**os.environ, "CASSANDRA_KEYSPACE": KEYSPACE}
-        self.cluster = Cluster([os.environ["CASSANDRA_HOSTS"].split(",")[0]], port=int(os.environ["CASSANDRA_PORT"]))
-        self.session: Session = self.cluster.connect()
-        for statement in schema_statements(KEYSPACE, SCHEMA.read_text()):
-            self.session.execute(statement, timeout=60)
-        self.session.set_keyspace(KEYSPACE)
+        self.pubsub = PubSubSettings.from_env(self.env)
+        cassandra = CassandraSettings.from_env(self.env)
+        apply_schema(cassandra, SCHEMA.read_text())
+        self.cluster, self.session = connect_session(cassandra, KEYSPACE)
 
     def topic(self, name: str) -> str:
         """Create a new `bench-<name>-<suffix>-<k>` and its subscription; return the topic's name."""
@@ -73,10 +72,10 @@ class Bench:
         return full
 
     def topic_path(self, topic: str) -> str:
-        return f"projects/{self.project}/topics/{topic}"
+        return self.pubsub.topic_path(topic)
 
     def subscription_path(self, topic: str) -> str:
-        return f"projects/{self.project}/subscriptions/{topic}-sub"
+        return self.pubsub.subscription_path(f"{topic}-sub")
 
     def truncate(self) -> None:
         self.session.execute("TRUNCATE orders_payments_facts", timeout=120)
@@ -361,7 +360,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s")
     logging.getLogger("cassandra").setLevel(logging.ERROR)
 
-    bench = Bench(os.environ["GOOGLE_CLOUD_PROJECT"])
+    bench = Bench()
     runs = []
     try:
         for repeat in range(args.repeat):

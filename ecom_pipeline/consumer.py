@@ -167,7 +167,6 @@ class Consumer:
 
     def _process(self, batch: Sequence[Received]) -> None:
         """Settle every message of the batch: ack, dead-letter then ack, nack, defer, or retry."""
-        self._leases.hold(m.ack_id for m in batch)
         pending: Sequence[Received] = batch
         attempt = 0
         while pending:
