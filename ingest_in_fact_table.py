@@ -7,20 +7,16 @@ payment goes there too, with its reason. Configuration as for order_data_consume
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from ecom_pipeline import cli
 from ecom_pipeline.app import Kind
-from ecom_pipeline.config import PAYMENTS_DLQ_TOPIC, PAYMENTS_TOPIC, subscription_for
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_consumer_arguments(parser, subscription_for(PAYMENTS_TOPIC), PAYMENTS_DLQ_TOPIC)
-    args = parser.parse_args(argv)
-    return cli.run_consumer_script(Kind.PAYMENTS, args, os.environ)
+    args = cli.consumer_parser(__doc__, Kind.PAYMENTS).parse_args(argv)
+    return cli.run_consumer_script(cli.consumer_options(Kind.PAYMENTS, args), os.environ)
 
 
 if __name__ == "__main__":

@@ -6,20 +6,16 @@ PUBSUB_EMULATOR_HOST, CASSANDRA_HOSTS, CASSANDRA_PORT, CASSANDRA_KEYSPACE, ... (
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from ecom_pipeline import cli
 from ecom_pipeline.app import Kind
-from ecom_pipeline.config import ORDERS_DLQ_TOPIC, ORDERS_TOPIC, subscription_for
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_consumer_arguments(parser, subscription_for(ORDERS_TOPIC), ORDERS_DLQ_TOPIC)
-    args = parser.parse_args(argv)
-    return cli.run_consumer_script(Kind.ORDERS, args, os.environ)
+    args = cli.consumer_parser(__doc__, Kind.ORDERS).parse_args(argv)
+    return cli.run_consumer_script(cli.consumer_options(Kind.ORDERS, args), os.environ)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from ecom_pipeline.producer import order_messages
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     cli.add_producer_arguments(parser, ORDERS_TOPIC, "orders")
     args = parser.parse_args(argv)
     return cli.run_producer_script(args, lambda mock: order_messages(mock, args.start_id), os.environ)

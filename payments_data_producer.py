@@ -18,9 +18,11 @@ from ecom_pipeline.producer import payment_messages
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     cli.add_producer_arguments(parser, PAYMENTS_TOPIC, "payments")
-    parser.add_argument("--orphan-every", type=int, default=5, help="every Nth payment has no order yet; 0: none")
+    parser.add_argument(
+        "--orphan-every", type=cli.ranged(int, 0), default=5, help="every Nth payment has no order yet; 0: none"
+    )
     args = parser.parse_args(argv)
     return cli.run_producer_script(
         args, lambda mock: payment_messages(mock, args.start_id, args.orphan_every), os.environ

@@ -1,23 +1,26 @@
-"""Wiring: build the clients for one consumer, run it, and always close what was opened."""
+"""Wiring: check and connect what one consumer needs, run it, and always close what was opened."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from enum import Enum
+from typing import TypeVar
 
-from .cassandra_io import FactStore, connect
+from .cassandra_io import connect
 from .config import CassandraSettings, ConsumerSettings, PubSubSettings
-from .consumer import Consumer, ConsumerStats, default_dead_letter_attributes
-from .errors import TransientStoreError
+from .consumer import AttributesFor, Consumer, ConsumerStats
+from .errors import ServiceUnavailable
 from .handlers import Handler, OrderHandler, PaymentHandler, ReplayHandler
-from .policy import Backoff, DeadLetter, replay_attributes
-from .pubsub_io import Received, connect_publisher, connect_subscriber
+from .policy import Backoff, DeadLetter, dead_letter_attributes, replay_attributes
+from .pubsub_io import Received, connect_dead_letter_publisher, connect_subscriber
 
-__all__ = ["Kind", "run_consumer", "connect_when_ready"]
+__all__ = ["Kind", "run_consumer", "wait_until_ready"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Kind(Enum):
@@ -26,61 +29,75 @@ class Kind(Enum):
     REPLAY = "replay"
 
 
-def connect_when_ready(settings: CassandraSettings, stop: threading.Event) -> FactStore | None:
-    """Connect to Cassandra, waiting with backoff while it is unreachable; None if stopped first."""
+def wait_until_ready(attempt: Callable[[], T], stop: threading.Event, service: str) -> T | None:
+    """`attempt()`, again with backoff while the service is unavailable; None if stopped first.
+
+    One log line per retry, with the reason. Errors that waiting cannot fix are raised.
+    """
     backoff = Backoff(initial=0.5, maximum=15.0)
-    attempt = 0
+    failures = 0
     while not stop.is_set():
         try:
-            return connect(settings)
-        except TransientStoreError as exc:
-            delay = backoff.delay(attempt)
-            attempt += 1
-            log.warning("Cassandra is not reachable (%s); retrying in %.1f s", exc, delay)
+            return attempt()
+        except ServiceUnavailable as exc:
+            delay = backoff.delay(failures)
+            failures += 1
+            log.warning("%s is not reachable (%s); retrying in %.1f s", service, exc, delay)
             stop.wait(delay)
     return None
 
 
-def _replay_attributes(message: Received, reason: DeadLetter, subscription: str) -> dict[str, str]:
-    return replay_attributes(
-        default_dead_letter_attributes(message, reason, subscription), replayed_at=datetime.now(timezone.utc)
-    )
+def _attributes_for(kind: Kind) -> AttributesFor:
+    """How a dead letter's attributes are built: the replay also counts its attempts."""
+
+    def build(message: Received, reason: DeadLetter, subscription: str) -> dict[str, str]:
+        now = datetime.now(timezone.utc)
+        attributes = dead_letter_attributes(
+            message.attributes, code=reason.code, detail=reason.detail, subscription=subscription,
+            message_id=message.message_id, publish_time=message.publish_time, failed_at=now,
+            from_dead_letters=kind is Kind.REPLAY,
+        )
+        return replay_attributes(attributes, replayed_at=now) if kind is Kind.REPLAY else attributes
+
+    return build
 
 
 def run_consumer(
-    kind: Kind,
-    pubsub: PubSubSettings,
-    cassandra: CassandraSettings,
-    settings: ConsumerSettings,
-    stop: threading.Event,
-    *,
-    replay_interval: float = 300.0,
+    kind: Kind, pubsub: PubSubSettings, cassandra: CassandraSettings, settings: ConsumerSettings, stop: threading.Event
 ) -> ConsumerStats:
-    """Consume `settings.subscription` until stopped (or idle), then close every client."""
-    store = connect_when_ready(cassandra, stop)
-    if store is None:
-        return ConsumerStats()
+    """Consume `settings.subscription` until stopped (or idle), then close every client.
+
+    Checks first what can be checked: the subscription and the dead-letter topic exist, the
+    keyspace and table exist and the consistency level can be met. Raises `FatalError` with
+    one line naming the problem; waits while a service is unreachable.
+    """
     subscription = connect_subscriber(pubsub, settings.subscription)
-    publisher = connect_publisher(max_latency=0.01)
+    dead_letters = connect_dead_letter_publisher(pubsub, settings.dead_letter_topic)
+    store = None
     try:
+        pubsub_ready = wait_until_ready(lambda: (subscription.ack_deadline(), dead_letters.check()), stop, "Pub/Sub")
+        if pubsub_ready is None:
+            return ConsumerStats()
+        subscription_deadline, _ = pubsub_ready
+        store = wait_until_ready(lambda: connect(cassandra, reads=kind is not Kind.ORDERS), stop, "Cassandra")
+        if store is None:
+            return ConsumerStats()
         handler: Handler
-        attributes_for = default_dead_letter_attributes
         if kind is Kind.ORDERS:
             handler = OrderHandler(store)
         elif kind is Kind.PAYMENTS:
             handler = PaymentHandler(store)
         else:
-            handler = ReplayHandler(store, replay_interval)
-            attributes_for = _replay_attributes
-        consumer = Consumer(
-            subscription, handler, publisher, pubsub.topic_path(settings.dead_letter_topic),
-            settings, stop, attributes_for,
-        )
+            handler = ReplayHandler(store, settings.replay_interval)
+        # Extend leases well within the shorter of our deadline and the subscription's own.
+        lease_tick = min(settings.ack_deadline, subscription_deadline) / 3
+        consumer = Consumer(subscription, handler, dead_letters, settings, stop, _attributes_for(kind), lease_tick=lease_tick)
         log.info("consuming %s, dead letters to %s", settings.subscription, settings.dead_letter_topic)
         stats = consumer.run()
     finally:
-        publisher.stop()
+        dead_letters.close()
         subscription.close()
-        store.close()
+        if store is not None:
+            store.close()
     log.info("final: %s", stats.summary())
     return stats

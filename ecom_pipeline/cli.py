@@ -1,4 +1,9 @@
-"""What the top-level scripts share: arguments, logging set-up and stop signals."""
+"""What the top-level scripts share: arguments, logging set-up, stop signals and exit statuses.
+
+Exit statuses: 0 after a clean stop (Ctrl-C, SIGTERM, `--exit-after-idle`); 1 when something
+needs a person (a missing topic, refused credentials, a bad variable: one error line says
+what); 2 for a bad flag (argparse); 130 when a second signal forced the exit.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
 
 from .app import Kind, run_consumer
-from .config import CassandraSettings, ConsumerSettings, PubSubSettings
+from .config import (
+    ORDERS_DLQ_TOPIC, ORDERS_TOPIC, PAYMENTS_DLQ_TOPIC, PAYMENTS_TOPIC,
+    CassandraSettings, ConsumerSettings, PubSubSettings, subscription_for,
+)
 from .consumer import ConsumerStats
 from .errors import PipelineError
 from .mockdata import MockData
@@ -20,114 +30,184 @@ from .producer import publish
 from .pubsub_io import connect_publisher
 
 __all__ = [
-    "configure_logging", "stop_on_signals", "add_consumer_arguments", "consumer_settings", "add_log_level", "run_consumer_script",
-    "add_producer_arguments", "run_producer_script",
+    "HelpFormatter", "ranged", "configure_logging", "stop_on_signals", "add_log_level", "ConsumerOptions",
+    "consumer_parser", "consumer_options", "run_consumer_script", "add_producer_arguments", "run_producer_script",
+    "FORCED_EXIT",
 ]
+
+log = logging.getLogger(__name__)
+FORCED_EXIT = 130  # the shell's status for "ended by SIGINT"
+N = TypeVar("N", int, float)
+
+# Where each consumer reads, and where its dead letters go, unless told otherwise.
+CONSUMER_DEFAULTS = {
+    Kind.ORDERS: (subscription_for(ORDERS_TOPIC), ORDERS_DLQ_TOPIC),
+    Kind.PAYMENTS: (subscription_for(PAYMENTS_TOPIC), PAYMENTS_DLQ_TOPIC),
+    Kind.REPLAY: (subscription_for(PAYMENTS_DLQ_TOPIC), PAYMENTS_DLQ_TOPIC),
+}
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The script's docstring as written, and every option's default in `--help`."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # An option without a default says what "unset" means in its own help.
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def ranged(kind: type[N], low: N, high: N | None = None, *, above: bool = False) -> Callable[[str], N]:
+    """An argparse type: a `kind` from `low` (exclusive with `above`) to `high`, else a usage
+    error that states the range."""
+    if high is not None:
+        wanted = f"{'an integer' if kind is int else 'a number'} between {low} and {high}"
+    else:
+        wanted = f"{'an integer' if kind is int else 'a number'} {'greater than' if above else 'at least'} {low}"
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, not {text!r}") from None
+        too_low = value <= low if above else value < low
+        if value != value or too_low or (high is not None and value > high):  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"must be {wanted}, not {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # what argparse names in its own messages
+    return parse
 
 
 def add_log_level(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
 
 
 def configure_logging(level: str, tag: str = "") -> None:
     """Log lines to stderr; `tag` (e.g. a worker's name) goes in front of the logger's name."""
     prefix = f"[{tag}] " if tag else ""
     logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
-    # The driver logs every failed reconnection attempt at WARNING; our retry log says enough.
-    logging.getLogger("cassandra").setLevel(max(logging.getLevelName(level), logging.ERROR))
+    # The driver logs every failed connection attempt, with a traceback; the pipeline's own
+    # retry line says what happened and what it does next. DEBUG shows the driver's view too.
+    logging.getLogger("cassandra").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
 
 
 def stop_on_signals() -> threading.Event:
-    """An event set by SIGINT or SIGTERM: the scripts finish what is in flight and exit 0."""
+    """An event set by SIGINT or SIGTERM: the scripts finish what is in flight and exit 0.
+
+    A second signal raises KeyboardInterrupt: the consumer stops waiting, hands every message
+    it holds back to Pub/Sub, and exits with FORCED_EXIT.
+    """
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
-        logging.getLogger(__name__).info("%s received, stopping", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        # Set before logging: a second signal can interrupt this handler's own logging call.
+        again = stop.is_set()
         stop.set()
+        if again:
+            log.warning("%s received again: forced exit, handing back what is held", name)
+            raise KeyboardInterrupt
+        log.info("%s received, stopping (send it again to force)", name)
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     return stop
 
 
-def add_consumer_arguments(parser: argparse.ArgumentParser, subscription: str, dead_letter_topic: str) -> None:
-    parser.add_argument("--subscription", default=subscription, help=f"subscription to read (default {subscription})")
+@dataclass(frozen=True)
+class ConsumerOptions:
+    """What a consumer script was asked to do, as parsed once from its arguments."""
+
+    kind: Kind
+    settings: ConsumerSettings
+    workers: int
+    log_level: str
+
+
+def consumer_parser(description: str | None, kind: Kind) -> argparse.ArgumentParser:
+    """The arguments of a consumer script, with the design's subscription and dead-letter topic."""
+    subscription, dead_letter_topic = CONSUMER_DEFAULTS[kind]
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    parser.add_argument("--subscription", default=subscription, help="subscription to read")
+    parser.add_argument("--dead-letter-topic", default=dead_letter_topic, help="topic for dead letters")
+    parser.add_argument("--batch-size", type=ranged(int, 1, 1000), default=1000, help="messages per pull (1-1000)")
     parser.add_argument(
-        "--dead-letter-topic", default=dead_letter_topic, help=f"topic for dead letters (default {dead_letter_topic})"
+        "--exit-after-idle", type=ranged(float, 0, above=True), metavar="SECONDS",
+        help="exit 0 once no message has arrived for this long (unset: run until stopped)",
     )
-    parser.add_argument("--batch-size", type=int, default=1000, help="messages per pull (default 1000)")
     parser.add_argument(
-        "--exit-after-idle", type=float, metavar="SECONDS",
-        help="exit 0 once no message has arrived for this long (default: run until stopped)",
+        "--ack-deadline", type=ranged(int, 10, 600), default=60, metavar="SECONDS",
+        help="lease kept on a message while it is processed (10-600); a consumer that dies lets its"
+        " messages go after this long",
     )
-    parser.add_argument("--ack-deadline", type=int, default=60, help="lease of a pulled message, seconds")
-    parser.add_argument("--stats-interval", type=float, default=5.0, help="seconds between progress lines")
     parser.add_argument(
-        "--workers", type=int, default=1,
-        help="consumer processes sharing the subscription (default 1); one Python process tops out at"
-        " about one core, so use up to one per core",
+        "--stats-interval", type=ranged(float, 0, above=True), default=5.0, metavar="SECONDS",
+        help="seconds between progress lines",
     )
+    parser.add_argument(
+        "--workers", type=ranged(int, 1, 64), default=1,
+        help="consumer processes sharing the subscription; one Python process tops out at about one"
+        " core, so use up to one per core",
+    )
+    if kind is Kind.REPLAY:
+        parser.add_argument(
+            "--retry-interval", type=ranged(float, 0, above=True), default=300.0, metavar="SECONDS",
+            help="seconds before a payment whose order is still missing is tried again",
+        )
     add_log_level(parser)
+    return parser
 
 
-def consumer_settings(args: argparse.Namespace) -> ConsumerSettings:
-    return ConsumerSettings(
+def consumer_options(kind: Kind, args: argparse.Namespace) -> ConsumerOptions:
+    settings = ConsumerSettings(
         subscription=args.subscription,
         dead_letter_topic=args.dead_letter_topic,
         batch_size=args.batch_size,
         exit_after_idle=args.exit_after_idle,
         ack_deadline=args.ack_deadline,
         stats_interval=args.stats_interval,
+        **({"replay_interval": args.retry_interval} if kind is Kind.REPLAY else {}),
     )
+    return ConsumerOptions(kind=kind, settings=settings, workers=args.workers, log_level=args.log_level)
 
 
-def run_consumer_script(kind: Kind, args: argparse.Namespace, environ: Mapping[str, str], **options: float) -> int:
+def run_consumer_script(options: ConsumerOptions, environ: Mapping[str, str]) -> int:
     """The body of the consumer scripts: logging, stop signals, settings, run; the exit status."""
-    configure_logging(args.log_level)
-    if args.workers < 1:
-        logging.getLogger(__name__).error("--workers must be at least 1")
-        return 2
-    if args.workers > 1:
-        return _run_workers(kind, args, environ, options)
-    return _run_one(kind, args, environ, options)
+    configure_logging(options.log_level)
+    if options.workers > 1:
+        return _run_workers(options, environ)
+    return _run_one(options, environ)
 
 
-def _run_one(
-    kind: Kind, args: argparse.Namespace, environ: Mapping[str, str], options: Mapping[str, float],
-    results: multiprocessing.SimpleQueue | None = None,
-) -> int:
+def _run_one(options: ConsumerOptions, environ: Mapping[str, str], results: multiprocessing.SimpleQueue | None = None) -> int:
     stop = stop_on_signals()
     try:
-        stats = run_consumer(
-            kind, PubSubSettings.from_env(environ), CassandraSettings.from_env(environ),
-            consumer_settings(args), stop, **options,
-        )
-    except (ValueError, PipelineError) as exc:
-        logging.getLogger(__name__).error("%s", exc)
+        pubsub, cassandra = PubSubSettings.from_env(environ), CassandraSettings.from_env(environ)
+        stats = run_consumer(options.kind, pubsub, cassandra, options.settings, stop)
+    except (ValueError, PipelineError) as exc:  # ValueError: a variable of the environment
+        log.error("%s", exc)
         return 1
+    except KeyboardInterrupt:
+        log.warning("forced exit")
+        return FORCED_EXIT
     if results is not None:
         results.put(stats)
     return 0
 
 
-def _worker(
-    kind: Kind, args: argparse.Namespace, environ: Mapping[str, str], options: Mapping[str, float],
-    results: multiprocessing.SimpleQueue,
-) -> None:
-    configure_logging(args.log_level, multiprocessing.current_process().name)
-    raise SystemExit(_run_one(kind, args, environ, options, results))
+def _worker(options: ConsumerOptions, environ: Mapping[str, str], results: multiprocessing.SimpleQueue) -> None:
+    configure_logging(options.log_level, multiprocessing.current_process().name)
+    raise SystemExit(_run_one(options, environ, results))
 
 
-def _run_workers(kind: Kind, args: argparse.Namespace, environ: Mapping[str, str], options: Mapping[str, float]) -> int:
+def _run_workers(options: ConsumerOptions, environ: Mapping[str, str]) -> int:
     """`--workers N`: N consumer processes on the same subscription, each with its own clients
     (Pub/Sub shares the messages out between them). SIGINT and SIGTERM are passed on to every
     worker; the exit status is 0 only if every worker exited 0; one line sums them up."""
-    log = logging.getLogger(__name__)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no gRPC state is forked
     results = context.SimpleQueue()
     workers = [
-        context.Process(target=_worker, args=(kind, args, dict(environ), dict(options), results), name=f"worker-{i + 1}")
-        for i in range(args.workers)
+        context.Process(target=_worker, args=(options, dict(environ), results), name=f"worker-{i + 1}")
+        for i in range(options.workers)
     ]
     for worker in workers:
         worker.start()
@@ -154,11 +234,11 @@ def _run_workers(kind: Kind, args: argparse.Namespace, environ: Mapping[str, str
 
 
 def add_producer_arguments(parser: argparse.ArgumentParser, topic: str, noun: str) -> None:
-    parser.add_argument("--topic", default=topic, help=f"topic to publish to (default {topic})")
-    parser.add_argument("--count", type=int, help=f"stop after N {noun} (default: until Ctrl-C)")
-    parser.add_argument("--rate", type=float, default=10.0, help=f"{noun} per second; 0 = as fast as possible")
+    parser.add_argument("--topic", default=topic, help="topic to publish to")
+    parser.add_argument("--count", type=ranged(int, 0), help=f"stop after N {noun} (unset: until Ctrl-C)")
+    parser.add_argument("--rate", type=ranged(float, 0), default=10.0, help=f"{noun} per second; 0 = as fast as possible")
     parser.add_argument("--seed", type=int, help=f"same seed, same {noun}")
-    parser.add_argument("--start-id", type=int, default=1, help="first id (default 1)")
+    parser.add_argument("--start-id", type=ranged(int, 1, 2**62), default=1, help="first id")
     add_log_level(parser)
 
 
@@ -170,12 +250,17 @@ def run_producer_script(
     stop = stop_on_signals()
     try:
         settings = PubSubSettings.from_env(environ)
-    except ValueError as exc:
-        logging.getLogger(__name__).error("%s", exc)
+        publisher = connect_publisher(settings)
+    except (ValueError, PipelineError) as exc:
+        log.error("%s", exc)
         return 1
-    stats = publish(
-        connect_publisher(), settings.topic_path(args.topic), messages(MockData(args.seed)),
-        count=args.count, rate=args.rate, stop=stop,
-    )
-    logging.getLogger(__name__).info("final: %s", stats.summary())
+    try:
+        stats = publish(
+            publisher, settings.topic_path(args.topic), messages(MockData(args.seed)),
+            count=args.count, rate=args.rate, stop=stop,
+        )
+    except KeyboardInterrupt:
+        log.warning("forced exit: messages not yet confirmed may not have been published")
+        return FORCED_EXIT
+    log.info("final: %s", stats.summary())
     return 1 if stats.failed or stats.published < stats.submitted else 0

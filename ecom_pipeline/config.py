@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pydantic import SecretStr
 
@@ -20,6 +21,22 @@ PAYMENTS_DLQ_TOPIC = "dlq_payments_data"
 
 _KEYSPACE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 _CONSISTENCY_LEVELS = {"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"}
+
+
+N = TypeVar("N", int, float)
+
+
+def _number(environ: Mapping[str, str], name: str, default: str, kind: type[N], *, low: N, high: N) -> N:
+    """A numeric variable, or a `ValueError` that names it and says what it must be."""
+    text = environ.get(name, default).strip()
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        noun = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name} must be {noun} from {low} to {high}, not {text!r}")
+    return value
 
 
 def subscription_for(topic: str) -> str:
@@ -73,13 +90,13 @@ class CassandraSettings:
         password = environ.get("CASSANDRA_PASSWORD")
         return cls(
             hosts=hosts or ("127.0.0.1",),
-            port=int(environ.get("CASSANDRA_PORT", "9042")),
+            port=_number(environ, "CASSANDRA_PORT", "9042", int, low=1, high=65535),
             keyspace=environ.get("CASSANDRA_KEYSPACE", "ecom_store"),
             username=environ.get("CASSANDRA_USERNAME") or None,
             password=SecretStr(password) if password else None,
             consistency=environ.get("CASSANDRA_CONSISTENCY", "LOCAL_QUORUM").upper(),
             local_dc=environ.get("CASSANDRA_LOCAL_DC") or None,
-            request_timeout=float(environ.get("CASSANDRA_REQUEST_TIMEOUT", "10")),
+            request_timeout=_number(environ, "CASSANDRA_REQUEST_TIMEOUT", "10", float, low=0.1, high=3600),
         )
 
 
@@ -95,3 +112,4 @@ class ConsumerSettings:
     stats_interval: float = 5.0
     retry_initial: float = 0.2
     retry_maximum: float = 10.0
+    replay_interval: float = 300.0  # the replay only: seconds between tries of one dead letter

@@ -1,11 +1,13 @@
-"""The consumer loop: take a batch, let the handler decide, act on every outcome, repeat.
+"""The consumer loop: take a batch, let the handler decide, settle every outcome, repeat.
 
 Delivery contract (at-least-once, idempotent effect):
 - a message is acked only after its row write, or its dead-letter publish, has succeeded;
-- transient failures are retried in place with exponential backoff, leases kept alive, for as
-  long as it takes; nothing is dead-lettered or acked meanwhile;
-- unexpected failures are nacked, so Pub/Sub redelivers them and the subscription's
-  dead-letter policy moves a message that keeps failing to the dead-letter topic;
+- a service that is down (Cassandra, Pub/Sub) is waited for with exponential backoff, leases
+  kept alive, for as long as it takes; nothing is dead-lettered or acked meanwhile;
+- an unexpected failure of one message is nacked, so Pub/Sub redelivers it and the
+  subscription's dead-letter policy moves a message that keeps failing to the dead-letter topic;
+- what can never work for any message (a missing topic, refused credentials) raises
+  `FatalError`: every held message is handed back and the consumer stops;
 - memory is bounded: one batch of at most `batch_size` messages in flight, and at most twice
   that many pulled ahead by the prefetcher while it is written.
 """
@@ -20,32 +22,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from google.api_core import exceptions as google_exceptions
-from google.cloud import pubsub_v1
-
 from .config import ConsumerSettings
+from .errors import FatalError
 from .handlers import Handler
-from .policy import Applied, Backoff, DeadLetter, Defer, Fail, Retry, dead_letter_attributes
-from .pubsub_io import LeaseKeeper, Prefetcher, Received, SubscriptionClient, wait_all
+from .policy import Applied, Backoff, DeadLetter, Defer, Fail, Retry
+from .pubsub_io import DeadLetterPublisher, LeaseKeeper, Prefetcher, PubSubUnavailable, Received, SubscriptionClient
 
-__all__ = ["Consumer", "ConsumerStats", "AttributesFor", "default_dead_letter_attributes"]
+__all__ = ["Consumer", "ConsumerStats", "AttributesFor", "Settlement", "sort_outcomes"]
 
 log = logging.getLogger(__name__)
 
+PULL_TIMEOUT = 2.0  # seconds a pull waits when idle; bounds how long stopping takes
+
 # Builds a dead letter's attributes from the message, its reason and the source subscription.
 AttributesFor = Callable[[Received, DeadLetter, str], dict[str, str]]
-
-
-def default_dead_letter_attributes(message: Received, reason: DeadLetter, subscription: str) -> dict[str, str]:
-    return dead_letter_attributes(
-        message.attributes,
-        code=reason.code,
-        detail=reason.detail,
-        subscription=subscription,
-        message_id=message.message_id,
-        publish_time=message.publish_time,
-        failed_at=datetime.now(timezone.utc),
-    )
 
 
 @dataclass
@@ -101,34 +91,69 @@ class ConsumerStats:
         return f" latency_ms p50={p50 * 1e3:.0f} p90={p90 * 1e3:.0f} p99={p99 * 1e3:.0f} max={top * 1e3:.0f}"
 
 
+@dataclass
+class Settlement:
+    """What the outcomes of one batch ask for, message by message (see `sort_outcomes`)."""
+
+    applied: list[Received] = field(default_factory=list)
+    dead: list[tuple[Received, DeadLetter]] = field(default_factory=list)
+    retry: list[Received] = field(default_factory=list)
+    failed: list[tuple[Received, str]] = field(default_factory=list)
+    deferred: dict[int, list[Received]] = field(default_factory=dict)
+
+
+def sort_outcomes(batch: Sequence[Received], outcomes: Sequence[object]) -> Settlement:
+    """Pair each message with its outcome; `ValueError` if the handler did not give one each."""
+    if len(outcomes) != len(batch):
+        raise ValueError(f"the handler returned {len(outcomes)} outcomes for {len(batch)} messages")
+    settlement = Settlement()
+    for message, outcome in zip(batch, outcomes):
+        if isinstance(outcome, Applied):
+            settlement.applied.append(message)
+        elif isinstance(outcome, DeadLetter):
+            settlement.dead.append((message, outcome))
+        elif isinstance(outcome, Retry):
+            settlement.retry.append(message)
+        elif isinstance(outcome, Fail):
+            settlement.failed.append((message, outcome.reason))
+        elif isinstance(outcome, Defer):
+            settlement.deferred.setdefault(outcome.seconds, []).append(message)
+        else:
+            raise ValueError(f"unknown outcome {outcome!r}")
+    return settlement
+
+
 class Consumer:
-    """Runs one subscription through one handler until stopped or idle."""
+    """Runs one subscription through one handler until stopped, idle, or fatally misconfigured."""
 
     def __init__(
         self,
         subscription: SubscriptionClient,
         handler: Handler,
-        publisher: pubsub_v1.PublisherClient,
-        dead_letter_topic_path: str,
+        dead_letters: DeadLetterPublisher,
         settings: ConsumerSettings,
         stop: threading.Event,
-        attributes_for: AttributesFor = default_dead_letter_attributes,
+        attributes_for: AttributesFor,
+        *,
+        lease_tick: float,
     ) -> None:
         self._subscription = subscription
         self._handler = handler
-        self._publisher = publisher
-        self._dead_letter_topic = dead_letter_topic_path
+        self._dead_letters = dead_letters
         self._settings = settings
         self._stop = stop
         self._attributes_for = attributes_for
         self._backoff = Backoff(settings.retry_initial, settings.retry_maximum)
-        self._leases = LeaseKeeper(subscription, settings.ack_deadline)
+        self._leases = LeaseKeeper(subscription, settings.ack_deadline, lease_tick)
         self.stats = ConsumerStats()
 
     def run(self) -> ConsumerStats:
-        """Consume until the stop event is set or, with `exit_after_idle`, nothing came for that long."""
+        """Consume until the stop event is set or, with `exit_after_idle`, nothing came for that long.
+
+        Raises `FatalError` (after handing every held message back) when nothing can work.
+        """
         idle_limit = self._settings.exit_after_idle
-        pull_timeout = max(1.0, min(10.0, idle_limit or 10.0))
+        pull_timeout = PULL_TIMEOUT if idle_limit is None else max(0.5, min(PULL_TIMEOUT, idle_limit))
         prefetcher = Prefetcher(
             self._subscription, self._leases, pull_size=self._settings.batch_size,
             max_buffered=2 * self._settings.batch_size, pull_timeout=pull_timeout, retry_delay=self._backoff.delay,
@@ -142,7 +167,7 @@ class Consumer:
                 if idle_limit is not None and time.monotonic() - last_activity >= idle_limit:
                     log.info("no message for %.0f s, exiting", idle_limit)
                     break
-                batch = prefetcher.take(self._settings.batch_size, min(pull_timeout, 1.0))
+                batch = prefetcher.take(self._settings.batch_size, min(pull_timeout, 0.5))
                 if batch:
                     if self.stats.first_received is None:
                         self.stats.first_received = time.monotonic()
@@ -161,94 +186,109 @@ class Consumer:
             unprocessed = prefetcher.stop()
             if unprocessed:
                 log.info("stopping: handing %d pulled, unprocessed messages back to Pub/Sub", len(unprocessed))
-                self._settle_nack(unprocessed, count=False)
+                self._hand_back(unprocessed)
             self._leases.stop()
         return self.stats
 
     def _process(self, batch: Sequence[Received]) -> None:
-        """Settle every message of the batch: ack, dead-letter then ack, nack, defer, or retry."""
+        """Settle every message of the batch; retry in place what failed transiently.
+
+        Whatever stops this early (a stop request during a retry, a `FatalError`, a forced exit)
+        hands the messages not yet settled back to Pub/Sub: no lease is ever left held.
+        """
         pending: Sequence[Received] = batch
         attempt = 0
-        while pending:
-            try:
-                outcomes = self._handler.handle(pending)
-            except Exception:  # a bug must not stop the pipeline: nack, Pub/Sub caps the attempts
-                log.exception("unexpected error while handling %d messages; nacking them", len(pending))
-                self._settle_nack(pending)
-                return
-            pending = self._act(pending, outcomes)
-            if not pending:
-                return
-            self.stats.retried += len(pending)
-            if self._stop.is_set():
-                log.info("stopping: handing %d unfinished messages back to Pub/Sub", len(pending))
-                self._settle_nack(pending, count=False)
-                return
-            delay = self._backoff.delay(attempt)
-            attempt += 1
-            log.warning("%d messages hit a transient failure; retry %d in %.1f s", len(pending), attempt, delay)
-            self._stop.wait(delay)
+        try:
+            while pending:
+                pending = self._attempt(pending)
+                if not pending:
+                    return
+                self.stats.retried += len(pending)
+                if self._stop.is_set():
+                    log.info("stopping: handing %d unfinished messages back to Pub/Sub", len(pending))
+                    return
+                delay = self._backoff.delay(attempt)
+                attempt += 1
+                log.warning("%d messages hit a transient failure; retry %d in %.1f s", len(pending), attempt, delay)
+                self._stop.wait(delay)
+        finally:
+            if pending:
+                self._hand_back(pending)
 
-    def _act(self, batch: Sequence[Received], outcomes: Sequence[object]) -> list[Received]:
-        """Carry out the outcomes; return the messages to retry."""
-        to_ack: list[str] = []
-        to_nack: list[Received] = []
-        to_retry: list[Received] = []
-        dead: list[tuple[Received, DeadLetter]] = []
-        deferred: dict[int, list[str]] = {}
-        for message, outcome in zip(batch, outcomes):
-            if isinstance(outcome, Applied):
-                to_ack.append(message.ack_id)
-            elif isinstance(outcome, DeadLetter):
-                dead.append((message, outcome))
-            elif isinstance(outcome, Retry):
-                to_retry.append(message)
-            elif isinstance(outcome, Fail):
-                log.error("message %s failed: %s", message.message_id, outcome.reason)
-                to_nack.append(message)
-            elif isinstance(outcome, Defer):
-                deferred.setdefault(outcome.seconds, []).append(message.ack_id)
+    def _attempt(self, batch: Sequence[Received]) -> list[Received]:
+        """Handle the batch once and settle what can be settled; return the messages to retry."""
+        try:
+            settlement = sort_outcomes(batch, self._handler.handle(batch))
+        except FatalError:
+            raise
+        except Exception:  # a bug must not stop the pipeline: nack, Pub/Sub caps the attempts
+            log.exception("unexpected error while handling %d messages; nacking them", len(batch))
+            self._nack(batch)
+            return []
+        # Dead letters first: the only step that can fail; nothing is settled before it.
+        published, refused, unpublished = self._publish_dead_letters(settlement.dead)
+        self._ack(settlement.applied, published)
+        for seconds, messages in settlement.deferred.items():
+            self._defer(messages, seconds)
+        for message, reason in settlement.failed:
+            log.error("message %s failed: %s", message.message_id, reason)
+        self._nack([message for message, _ in settlement.failed] + refused)
+        return settlement.retry + unpublished
+
+    def _publish_dead_letters(
+        self, dead: list[tuple[Received, DeadLetter]]
+    ) -> tuple[list[tuple[Received, DeadLetter]], list[Received], list[Received]]:
+        """Publish the dead letters: (published, refused for good, to retry)."""
+        if not dead:
+            return [], [], []
+        letters = [(message.data, self._attributes_for(message, reason, self._subscription.name)) for message, reason in dead]
+        try:
+            refusals = self._dead_letters.publish(letters)
+        except PubSubUnavailable as exc:
+            log.warning("dead-letter publish of %d messages failed, will retry: %s", len(dead), exc)
+            return [], [], [message for message, _ in dead]
+        published: list[tuple[Received, DeadLetter]] = []
+        refused: list[Received] = []
+        for (message, reason), refusal in zip(dead, refusals):
+            if refusal is None:
+                published.append((message, reason))
             else:
-                raise TypeError(f"unknown outcome {outcome!r}")
+                # Pub/Sub will never take this dead letter (e.g. too many attributes): nack it,
+                # and the subscription's dead-letter policy moves it as it is.
+                log.error("dead letter for %s refused, nacking: %s", message.message_id, refusal)
+                refused.append(message)
+        return published, refused, []
 
-        if dead:
-            futures = [
-                self._publisher.publish(
-                    self._dead_letter_topic, message.data, **self._attributes_for(message, reason, self._subscription.name)
-                )
-                for message, reason in dead
-            ]
-            for (message, reason), error in zip(dead, wait_all(futures, timeout=120)):
-                if error is None:
-                    to_ack.append(message.ack_id)
-                    self.stats.dead_lettered[reason.code] += 1
-                elif isinstance(error, google_exceptions.InvalidArgument):
-                    # Pub/Sub will never take this dead letter (e.g. too many attributes):
-                    # nack it, and the subscription's dead-letter policy moves it as it is.
-                    log.error("dead letter for %s refused, nacking: %s", message.message_id, error)
-                    to_nack.append(message)
-                else:
-                    log.warning("dead-letter publish of %s failed, will retry: %s", message.message_id, error)
-                    to_retry.append(message)
+    # Each settle step releases the leases first: once `release` returns, the lease keeper will
+    # not extend these messages again, so its extension cannot undo a nack or a deferral.
 
-        applied = [m for m, o in zip(batch, outcomes) if isinstance(o, Applied)]
-        self.stats.applied += len(applied)
-        if to_ack:
-            self._subscription.ack(to_ack)
-            self._leases.release(to_ack)
-            now = datetime.now(timezone.utc)
-            self.stats.latencies.extend((now - m.publish_time).total_seconds() for m in applied)
-        for seconds, ack_ids in deferred.items():
-            self._subscription.modify_deadline(ack_ids, seconds)
-            self._leases.release(ack_ids)
-            self.stats.deferred += len(ack_ids)
-        if to_nack:
-            self._settle_nack(to_nack)
-        return to_retry
-
-    def _settle_nack(self, messages: Sequence[Received], count: bool = True) -> None:
-        ack_ids = [m.ack_id for m in messages]
-        self._subscription.nack(ack_ids)
+    def _ack(self, applied: list[Received], dead_lettered: list[tuple[Received, DeadLetter]]) -> None:
+        ack_ids = [m.ack_id for m in applied] + [m.ack_id for m, _ in dead_lettered]
+        if not ack_ids:
+            return
         self._leases.release(ack_ids)
-        if count:
-            self.stats.nacked += len(ack_ids)
+        self._subscription.ack(ack_ids)
+        self.stats.applied += len(applied)
+        for _, reason in dead_lettered:
+            self.stats.dead_lettered[reason.code] += 1
+        now = datetime.now(timezone.utc)
+        self.stats.latencies.extend((now - m.publish_time).total_seconds() for m in applied)
+
+    def _defer(self, messages: list[Received], seconds: int) -> None:
+        ack_ids = [m.ack_id for m in messages]
+        self._leases.release(ack_ids)
+        self._subscription.modify_deadline(ack_ids, seconds)
+        self.stats.deferred += len(ack_ids)
+
+    def _nack(self, messages: Sequence[Received]) -> None:
+        """A failure of these messages: redelivered by Pub/Sub, which counts the attempts."""
+        if messages:
+            self._hand_back(messages)
+            self.stats.nacked += len(messages)
+
+    def _hand_back(self, messages: Sequence[Received]) -> None:
+        """Give messages back to Pub/Sub for immediate redelivery (not counted as a failure)."""
+        ack_ids = [m.ack_id for m in messages]
+        self._leases.release(ack_ids)
+        self._subscription.nack(ack_ids)
+

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-__all__ = ["InvalidMessage", "StoreError", "TransientStoreError", "PipelineError"]
+__all__ = [
+    "InvalidMessage", "StoreError", "TransientStoreError", "PipelineError", "FatalError", "FatalStoreError",
+    "ServiceUnavailable",
+]
 
 
 class PipelineError(Exception):
     """Base class of every error the pipeline raises on purpose."""
+
+
+class FatalError(PipelineError):
+    """Nothing will work until a person changes something (a missing topic, a refused login).
+
+    The consumer hands every message it holds back to Pub/Sub and exits non-zero with this
+    message as its one error line: retrying would wedge it, and nacking message by message
+    would push the whole stream through the subscription's dead-letter policy.
+    """
+
+
+class ServiceUnavailable(PipelineError):
+    """A service did not answer or is overloaded: wait with backoff, for as long as it lasts."""
 
 
 class InvalidMessage(PipelineError):
@@ -26,5 +42,9 @@ class StoreError(PipelineError):
     """Cassandra refused a statement for a reason that retrying will not fix by itself."""
 
 
-class TransientStoreError(StoreError):
+class TransientStoreError(StoreError, ServiceUnavailable):
     """Cassandra is unreachable, overloaded or timing out: retry later, never dead-letter."""
+
+
+class FatalStoreError(StoreError, FatalError):
+    """Cassandra refuses every statement of ours (authentication, authorisation): stop."""

@@ -1,7 +1,8 @@
 """What to do with a batch of messages: one `Outcome` per message, in the batch's order.
 
 Handlers parse and validate (pure), then talk to Cassandra through a `FactStore`. They never
-ack, publish or sleep; the consumer loop does that with what they return.
+ack, publish or sleep; the consumer loop does that with what they return. A store error that no
+message can get past (`FatalStoreError`) is raised, not returned: the consumer stops.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ from datetime import datetime, timezone
 from typing import Protocol, TypeVar
 
 from .cassandra_io import FactStore
-from .errors import InvalidMessage, StoreError, TransientStoreError
+from .errors import FatalStoreError, InvalidMessage, StoreError, TransientStoreError
 from .messages import Payment, order_values, parse_order, parse_payment, payment_values
 from .policy import APPLIED, DeadLetter, Fail, Outcome, Retry, event_time_micros, replay_deferral
 from .pubsub_io import Received
 
-__all__ = ["Handler", "OrderHandler", "PaymentHandler", "ReplayHandler", "ORDER_NOT_FOUND"]
+__all__ = ["Handler", "OrderHandler", "PaymentHandler", "ReplayHandler", "ORDER_NOT_FOUND", "Clock"]
 
 ORDER_NOT_FOUND = "order_not_found"
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class Handler(Protocol):
@@ -28,6 +34,8 @@ class Handler(Protocol):
 def _outcome(error: StoreError | None) -> Outcome:
     if error is None:
         return APPLIED
+    if isinstance(error, FatalStoreError):
+        raise error
     if isinstance(error, TransientStoreError):
         return Retry(str(error))
     return Fail(str(error))
@@ -36,34 +44,63 @@ def _outcome(error: StoreError | None) -> Outcome:
 R = TypeVar("R")
 
 
-def _parse_batch(
-    batch: Sequence[Received], parse: Callable[[bytes], R], outcomes: list[Outcome | None]
-) -> list[tuple[int, R, int]]:
-    """(position, record, write timestamp) of each valid message; dead letters for the others."""
-    parsed: list[tuple[int, R, int]] = []
-    for position, message in enumerate(batch):
-        try:
-            record = parse(message.data)
-        except InvalidMessage as invalid:
-            outcomes[position] = DeadLetter(invalid.code, invalid.detail)
-            continue
-        parsed.append((position, record, event_time_micros(message.publish_time, message.attributes)))
-    return parsed
+class _Outcomes:
+    """One slot per message of a batch, filled in any order, read back in the batch's order."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._by_position: dict[int, Outcome] = {}
+
+    def __setitem__(self, position: int, outcome: Outcome) -> None:
+        self._by_position[position] = outcome
+
+    def in_order(self) -> list[Outcome]:
+        missing = [p for p in range(self._size) if p not in self._by_position]
+        if missing:
+            raise ValueError(f"no outcome for the messages at positions {missing}")
+        return [self._by_position[p] for p in range(self._size)]
+
+
+class _Parser:
+    """Parse a batch: (position, record, write timestamp) of the valid messages; dead letters
+    for the others. The write time is the event time (`policy.event_time`)."""
+
+    def __init__(self, from_dead_letters: bool, now: Clock) -> None:
+        self._from_dead_letters = from_dead_letters
+        self._now = now
+
+    def parse(
+        self, batch: Sequence[Received], parse: Callable[[bytes], R], outcomes: _Outcomes
+    ) -> list[tuple[int, R, int]]:
+        now = self._now()
+        parsed: list[tuple[int, R, int]] = []
+        for position, message in enumerate(batch):
+            try:
+                record = parse(message.data)
+            except InvalidMessage as invalid:
+                outcomes[position] = DeadLetter(invalid.code, invalid.detail)
+                continue
+            timestamp = event_time_micros(
+                message.publish_time, message.attributes, from_dead_letters=self._from_dead_letters, now=now
+            )
+            parsed.append((position, record, timestamp))
+        return parsed
 
 
 class OrderHandler:
     """Insert each valid order's eight columns; invalid ones become dead letters."""
 
-    def __init__(self, store: FactStore) -> None:
+    def __init__(self, store: FactStore, now: Clock = utc_now) -> None:
         self._store = store
+        self._parser = _Parser(from_dead_letters=False, now=now)
 
     def handle(self, batch: Sequence[Received]) -> list[Outcome]:
-        outcomes: list[Outcome | None] = [None] * len(batch)
-        orders = _parse_batch(batch, parse_order, outcomes)
+        outcomes = _Outcomes(len(batch))
+        orders = self._parser.parse(batch, parse_order, outcomes)
         errors = self._store.insert_orders([(order_values(order), timestamp) for _, order, timestamp in orders])
-        for (position, _, _), error in zip(orders, errors):
+        for (position, _, _), error in zip(orders, errors, strict=True):
             outcomes[position] = _outcome(error)
-        return outcomes  # type: ignore[return-value]
+        return outcomes.in_order()
 
 
 class PaymentHandler:
@@ -71,49 +108,49 @@ class PaymentHandler:
 
     An UPDATE is an upsert in CQL, so the order's existence is read first: the pipeline never
     creates a payment-only row. Orders are never deleted, so an order seen once stays there.
+    `from_dead_letters`: the payments come from the dead-letter topic (the replay), whose first
+    publish time is trusted (`policy.event_time`).
     """
 
-    def __init__(self, store: FactStore) -> None:
+    def __init__(self, store: FactStore, *, from_dead_letters: bool = False, now: Clock = utc_now) -> None:
         self._store = store
+        self._parser = _Parser(from_dead_letters, now)
 
     def handle(self, batch: Sequence[Received]) -> list[Outcome]:
-        outcomes: list[Outcome | None] = [None] * len(batch)
-        payments: list[tuple[int, Payment, int]] = _parse_batch(batch, parse_payment, outcomes)
-        if not payments:
-            return outcomes  # type: ignore[return-value]
+        outcomes = _Outcomes(len(batch))
+        payments = self._parser.parse(batch, parse_payment, outcomes)
+        if payments:
+            self._apply(payments, outcomes)
+        return outcomes.in_order()
 
+    def _apply(self, payments: list[tuple[int, Payment, int]], outcomes: _Outcomes) -> None:
         found, failed = self._store.existing_orders([payment.order_id for _, payment, _ in payments])
         positions: list[int] = []
         updates: list[tuple[int, tuple[object, ...], int]] = []
         for position, payment, timestamp in payments:
-            if payment.order_id in failed:
-                outcomes[position] = _outcome(failed[payment.order_id])
-            elif payment.order_id in found:
+            order_id = payment.order_id
+            if order_id in failed:
+                outcomes[position] = _outcome(failed[order_id])
+            elif order_id in found:
                 positions.append(position)
-                updates.append((payment.order_id, payment_values(payment), timestamp))
+                updates.append((order_id, payment_values(payment), timestamp))
             else:
-                outcomes[position] = DeadLetter(ORDER_NOT_FOUND, f"order_id {payment.order_id} does not exist")
-        for position, error in zip(positions, self._store.update_payments(updates)):
+                outcomes[position] = DeadLetter(ORDER_NOT_FOUND, f"order_id {order_id} does not exist")
+        for position, error in zip(positions, self._store.update_payments(updates), strict=True):
             outcomes[position] = _outcome(error)
-        return outcomes  # type: ignore[return-value]
 
 
 class ReplayHandler:
     """The payment path again, for dead-lettered payments, each tried at most once per interval."""
 
-    def __init__(
-        self,
-        store: FactStore,
-        retry_interval: float,
-        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-    ) -> None:
-        self._payments = PaymentHandler(store)
+    def __init__(self, store: FactStore, retry_interval: float, now: Clock = utc_now) -> None:
+        self._payments = PaymentHandler(store, from_dead_letters=True, now=now)
         self._retry_interval = retry_interval
         self._now = now
 
     def handle(self, batch: Sequence[Received]) -> list[Outcome]:
         now = self._now()
-        outcomes: list[Outcome | None] = [None] * len(batch)
+        outcomes = _Outcomes(len(batch))
         due: list[int] = []
         for position, message in enumerate(batch):
             deferral = replay_deferral(message.attributes, now, self._retry_interval)
@@ -121,6 +158,6 @@ class ReplayHandler:
                 due.append(position)
             else:
                 outcomes[position] = deferral
-        for position, outcome in zip(due, self._payments.handle([batch[p] for p in due])):
+        for position, outcome in zip(due, self._payments.handle([batch[p] for p in due]), strict=True):
             outcomes[position] = outcome
-        return outcomes  # type: ignore[return-value]
+        return outcomes.in_order()

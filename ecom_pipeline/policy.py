@@ -9,14 +9,20 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 __all__ = [
     "replay_deferral", "replay_attributes", "Applied", "DeadLetter", "Retry", "Fail", "Defer", "Outcome",
-    "Backoff", "dead_letter_attributes", "event_time_micros", "MAX_ATTRIBUTE_BYTES",
+    "Backoff", "dead_letter_attributes", "event_time", "event_time_micros", "claimed_first_publish_time",
+    "MAX_ATTRIBUTE_BYTES", "MAX_CLOCK_SKEW",
 ]
 
 MAX_ATTRIBUTE_BYTES = 1024  # Pub/Sub's limit on one attribute value
+MAX_CLOCK_SKEW = timedelta(seconds=60)  # how far ahead of our clock a write time may be
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+SOURCE_PUBLISH_TIME = "source_publish_time"  # recorded by this project when it dead-letters
+POLICY_PUBLISH_TIME = "CloudPubSubDeadLetterSourceTopicPublishTime"  # set by Pub/Sub's policy
+POLICY_SOURCE_SUBSCRIPTION = "CloudPubSubDeadLetterSourceSubscription"
 
 
 @dataclass(frozen=True)
@@ -88,12 +94,14 @@ def dead_letter_attributes(
     message_id: str,
     publish_time: datetime,
     failed_at: datetime,
+    from_dead_letters: bool = False,
 ) -> dict[str, str]:
-    """The attributes of a dead letter: the original ones, plus why, where from and when.
+    """The attributes of a dead letter: every original one, plus why, where from and when.
 
-    `source_publish_time` keeps the original event time across the dead-letter hop, so that a
-    replayed payment is written with the time it was first published. When the message was
-    already a dead letter (a replay), its first source is kept.
+    `source_*` name where and when the message was first published, so that a replayed payment
+    is written with its first publish time. On an input topic they are whatever the publisher
+    claimed, so they are set from this message; a message read from a dead-letter subscription
+    (`from_dead_letters`) keeps the first source recorded there.
     """
     attributes = dict(original)
     attributes.update(
@@ -101,45 +109,62 @@ def dead_letter_attributes(
         error_detail=_truncate_utf8(detail),
         failed_at=failed_at.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
     )
+    if not from_dead_letters:
+        attributes.update(
+            source_subscription=subscription,
+            source_message_id=message_id,
+            source_publish_time=_utc(publish_time).isoformat(timespec="microseconds"),
+        )
+        return attributes
     # A message moved here by a subscription's dead-letter policy names its source already.
-    attributes.setdefault(
-        "source_subscription", original.get("CloudPubSubDeadLetterSourceSubscription", subscription)
-    )
+    attributes.setdefault("source_subscription", original.get(POLICY_SOURCE_SUBSCRIPTION, subscription))
     attributes.setdefault("source_message_id", message_id)
-    attributes.setdefault("source_publish_time", _first_publish_time(original, publish_time))
+    published = _utc(publish_time)
+    first_published = min(claimed_first_publish_time(original) or published, published)
+    attributes[SOURCE_PUBLISH_TIME] = first_published.isoformat(timespec="microseconds")
     return attributes
 
 
-def _first_publish_time(original: Mapping[str, str], publish_time: datetime) -> str:
-    """When the message was first published: Pub/Sub's dead-letter policy records it for us."""
-    from_policy = original.get("CloudPubSubDeadLetterSourceTopicPublishTime", "")
-    try:
-        when = datetime.fromisoformat(from_policy)
-    except ValueError:
-        when = publish_time
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).isoformat(timespec="microseconds")
+def _utc(moment: datetime) -> datetime:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
-def event_time_micros(publish_time: datetime, attributes: Mapping[str, str]) -> int:
-    """The write timestamp (µs since the epoch) for a message: when it was first published.
-
-    Writes use it as `USING TIMESTAMP`, so a late redelivery of an older version of an order
-    never overwrites a newer one, and a replayed dead letter keeps its original time.
-    """
-    original = attributes.get("source_publish_time") or attributes.get(
-        "CloudPubSubDeadLetterSourceTopicPublishTime"
-    )
-    when = publish_time
-    if original:
+def claimed_first_publish_time(attributes: Mapping[str, str]) -> datetime | None:
+    """The first publish time a dead letter carries: Pub/Sub's own dead-letter attribute first
+    (its policy sets it when it moves a message), else the one this project recorded; None if
+    neither parses."""
+    for name in (POLICY_PUBLISH_TIME, SOURCE_PUBLISH_TIME):
         try:
-            when = datetime.fromisoformat(original)
+            return _utc(datetime.fromisoformat(attributes.get(name, "")))
         except ValueError:
-            pass  # a mangled attribute must not block the write; the current publish time will do
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    delta = when - datetime(1970, 1, 1, tzinfo=timezone.utc)
+            continue  # a mangled attribute must not block the write
+    return None
+
+
+def event_time(
+    publish_time: datetime, attributes: Mapping[str, str], *, from_dead_letters: bool, now: datetime
+) -> datetime:
+    """When a message's content was first published: the time its writes carry.
+
+    Pub/Sub sets `publish_time`. Only on a dead-letter subscription is an earlier, first publish
+    time taken from the attributes, never later than the dead letter's own publish time (a dead
+    letter is published after its source). Never later than `now` plus a small clock skew: a
+    far-future write time would hide every later version of the row.
+    """
+    when = _utc(publish_time)
+    if from_dead_letters:
+        claimed = claimed_first_publish_time(attributes)
+        if claimed is not None:
+            when = min(when, claimed)
+    return min(when, _utc(now) + MAX_CLOCK_SKEW)
+
+
+def event_time_micros(
+    publish_time: datetime, attributes: Mapping[str, str], *, from_dead_letters: bool, now: datetime
+) -> int:
+    """`event_time` in µs since the epoch, for `USING TIMESTAMP`: a late redelivery of an older
+    version of an order never overwrites a newer one, and a replayed dead letter keeps its time."""
+    delta = event_time(publish_time, attributes, from_dead_letters=from_dead_letters, now=now) - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 

@@ -1,12 +1,16 @@
 """Google Cloud Pub/Sub: pulling, acking and lease-keeping for one subscription, and publishing.
 
-The client library finds the emulator by itself through PUBSUB_EMULATOR_HOST; without it, it
-talks to Google Cloud with Application Default Credentials. Library errors are translated here.
+With `PubSubSettings.emulator_host` set, the clients talk to the emulator without credentials;
+otherwise to Google Cloud with Application Default Credentials. Library errors are translated
+here: `PubSubUnavailable` (wait and retry) or `FatalError` (stop: nothing will work until a
+person changes something).
 
 Consumers use synchronous `pull` of up to a thousand messages and one bulk `acknowledge`,
 measured about ten times faster here than the streaming `subscribe()` callback path. A
 `Prefetcher` thread pulls the next messages while the previous ones are being written, into a
 buffer of bounded size; `LeaseKeeper` keeps the leases of everything pulled and not yet settled.
+Dead letters go out through the raw Publish call, so a message's attributes are passed as data
+whatever their names, and every error comes back at once instead of in a background thread.
 """
 
 from __future__ import annotations
@@ -15,24 +19,31 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent import futures
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from google.api_core import exceptions as google_exceptions
+from google.auth import exceptions as auth_exceptions
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.types import BatchSettings, LimitExceededBehavior, PublishFlowControl, PublisherOptions
+from google.pubsub_v1.services.publisher import PublisherClient as RawPublisherClient
+from google.pubsub_v1.types import PubsubMessage
 
 from .config import PubSubSettings
-from .errors import PipelineError
+from .errors import FatalError, PipelineError, ServiceUnavailable
 
 __all__ = [
-    "Received", "SubscriptionClient", "LeaseKeeper", "Prefetcher", "connect_subscriber",
-    "connect_publisher", "PubSubUnavailable", "wait_all",
+    "Received", "SubscriptionClient", "DeadLetterPublisher", "LeaseKeeper", "Prefetcher", "connect_subscriber",
+    "connect_dead_letter_publisher", "connect_publisher", "PubSubUnavailable", "publish_chunks",
 ]
 
 log = logging.getLogger(__name__)
 MAX_IDS_PER_REQUEST = 1000  # keeps acknowledge / modifyAckDeadline requests far below 512 KB
+MAX_MESSAGES_PER_PUBLISH = 1000  # Pub/Sub's limit per Publish request
+MAX_BYTES_PER_PUBLISH = 9_000_000  # under Pub/Sub's 10 MB request limit, with room for framing
+RPC_TIMEOUT = 30.0  # seconds for an ack, a lease change, a dead-letter publish or a lookup
 
 # Errors worth retrying: the emulator or Google is briefly unreachable or overloaded.
 TRANSIENT_GOOGLE_ERRORS = (
@@ -42,11 +53,35 @@ TRANSIENT_GOOGLE_ERRORS = (
     google_exceptions.TooManyRequests,
     google_exceptions.Aborted,
     google_exceptions.Unknown,
+    google_exceptions.Cancelled,
+)
+NO_CREDENTIALS = (
+    "no Google Cloud credentials: set PUBSUB_EMULATOR_HOST=127.0.0.1:8085 to use the local emulator, "
+    "or provide Application Default Credentials for real Pub/Sub "
+    "(`gcloud auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS)"
 )
 
 
-class PubSubUnavailable(Exception):
+class PubSubUnavailable(ServiceUnavailable):
     """Pub/Sub did not answer; the caller backs off and tries again."""
+
+
+def translate_error(exc: google_exceptions.GoogleAPICallError, doing: str, missing: str) -> PipelineError:
+    """The pipeline's view of a Pub/Sub error: wait for the service, or stop with one line."""
+    if isinstance(exc, TRANSIENT_GOOGLE_ERRORS):
+        return PubSubUnavailable(f"{doing} failed: {exc.message or exc}")
+    if isinstance(exc, google_exceptions.NotFound):
+        return FatalError(f"{missing} does not exist (run `make setup`, or check the name)")
+    if isinstance(exc, (google_exceptions.PermissionDenied, google_exceptions.Unauthenticated)):
+        return FatalError(f"{doing} was refused: {exc.message or exc} (check the credentials' roles)")
+    return FatalError(f"{doing} failed: {exc.message or exc}")
+
+
+def _client_options(settings: PubSubSettings) -> dict[str, Any]:
+    """The emulator needs no credentials; Google Cloud uses Application Default Credentials."""
+    if settings.emulator_host:
+        return {"credentials": AnonymousCredentials(), "client_options": {"api_endpoint": settings.emulator_host}}
+    return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +104,14 @@ class SubscriptionClient:
         self.path = subscription_path
         self.name = subscription_path.rsplit("/", 1)[-1]
 
+    def ack_deadline(self) -> int:
+        """The subscription's own ack deadline, in seconds; `FatalError` when it does not exist."""
+        try:
+            subscription = self._subscriber.get_subscription(subscription=self.path, timeout=RPC_TIMEOUT, retry=None)
+        except google_exceptions.GoogleAPICallError as exc:
+            raise translate_error(exc, f"reading subscription {self.path}", f"subscription {self.path}") from exc
+        return int(subscription.ack_deadline_seconds)
+
     def pull(self, max_messages: int, timeout: float) -> list[Received]:
         """Up to `max_messages` messages; an empty list when none arrived within `timeout`."""
         try:
@@ -77,10 +120,8 @@ class SubscriptionClient:
             )
         except google_exceptions.DeadlineExceeded:
             return []
-        except google_exceptions.NotFound as exc:
-            raise PipelineError(f"subscription {self.path} does not exist (run `make setup`)") from exc
-        except TRANSIENT_GOOGLE_ERRORS as exc:
-            raise PubSubUnavailable(f"pull from {self.name} failed: {exc}") from exc
+        except google_exceptions.GoogleAPICallError as exc:
+            raise translate_error(exc, f"pull from {self.name}", f"subscription {self.path}") from exc
         # The raw protobuf: reading fields through the proto-plus wrappers cost a tenth of the
         # consumer's time in the profile.
         return [
@@ -99,7 +140,7 @@ class SubscriptionClient:
         """Acknowledge; a failure only means the messages come again, which writes tolerate."""
         for chunk in _chunks(ack_ids):
             try:
-                self._subscriber.acknowledge(subscription=self.path, ack_ids=chunk)
+                self._subscriber.acknowledge(subscription=self.path, ack_ids=chunk, timeout=RPC_TIMEOUT)
             except google_exceptions.GoogleAPICallError as exc:
                 log.warning("ack of %d messages failed, they will be redelivered: %s", len(chunk), exc)
 
@@ -108,7 +149,7 @@ class SubscriptionClient:
         for chunk in _chunks(ack_ids):
             try:
                 self._subscriber.modify_ack_deadline(
-                    subscription=self.path, ack_ids=chunk, ack_deadline_seconds=seconds
+                    subscription=self.path, ack_ids=chunk, ack_deadline_seconds=seconds, timeout=RPC_TIMEOUT
                 )
             except google_exceptions.GoogleAPICallError as exc:
                 log.warning("modify_ack_deadline(%ds) of %d messages failed: %s", seconds, len(chunk), exc)
@@ -125,49 +166,125 @@ def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
         yield ids[start : start + MAX_IDS_PER_REQUEST]
 
 
+def publish_chunks(
+    messages: Sequence[PubsubMessage], max_messages: int = MAX_MESSAGES_PER_PUBLISH, max_bytes: int = MAX_BYTES_PER_PUBLISH
+) -> list[list[int]]:
+    """Positions of `messages` grouped into Publish requests within Pub/Sub's count and size limits."""
+    chunks: list[list[int]] = []
+    size = 0
+    for position, message in enumerate(messages):
+        message_size = PubsubMessage.pb(message).ByteSize()
+        if not chunks or len(chunks[-1]) >= max_messages or size + message_size > max_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(position)
+        size += message_size
+    return chunks
+
+
+class DeadLetterPublisher:
+    """Publishes dead letters to one topic, synchronously, through the raw Publish call.
+
+    A message's attributes travel as a map, never as keyword arguments, so an attribute named
+    `topic`, `data`, `ordering_key`, `retry` or `timeout` is carried like any other.
+    """
+
+    def __init__(self, client: RawPublisherClient, topic_path: str) -> None:
+        self._client = client
+        self.topic_path = topic_path
+
+    def check(self) -> None:
+        """`FatalError` unless the topic exists (and this client may see it)."""
+        try:
+            self._client.get_topic(topic=self.topic_path, timeout=RPC_TIMEOUT, retry=None)
+        except google_exceptions.GoogleAPICallError as exc:
+            raise translate_error(exc, f"reading topic {self.topic_path}", f"dead-letter topic {self.topic_path}") from exc
+
+    def publish(self, messages: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[str | None]:
+        """Publish every (data, attributes); per message None, or why Pub/Sub refused it for good.
+
+        Raises `PubSubUnavailable` when Pub/Sub did not answer (nothing is known to be published:
+        the caller retries, duplicates are harmless) and `FatalError` when the topic is missing
+        or publishing is not allowed.
+        """
+        requests = [PubsubMessage(data=data, attributes=dict(attributes)) for data, attributes in messages]
+        refusals: list[str | None] = [None] * len(requests)
+        for chunk in publish_chunks(requests):
+            self._publish(requests, chunk, refusals)
+        return refusals
+
+    def _publish(self, requests: Sequence[PubsubMessage], positions: list[int], refusals: list[str | None]) -> None:
+        try:
+            self._client.publish(
+                topic=self.topic_path, messages=[requests[p] for p in positions], timeout=RPC_TIMEOUT, retry=None
+            )
+        except google_exceptions.InvalidArgument as exc:
+            # One message of the request can never be taken (too many attributes, too large):
+            # halve the request until the refused ones are alone, so the rest are published.
+            if len(positions) == 1:
+                refusals[positions[0]] = exc.message or str(exc)
+                return
+            middle = len(positions) // 2
+            self._publish(requests, positions[:middle], refusals)
+            self._publish(requests, positions[middle:], refusals)
+        except google_exceptions.GoogleAPICallError as exc:
+            raise translate_error(exc, f"publish to {self.topic_path}", f"dead-letter topic {self.topic_path}") from exc
+
+    def close(self) -> None:
+        self._client.transport.close()
+
+
 class LeaseKeeper:
     """Keeps the leases of in-flight messages alive while they are processed or retried.
 
-    Every `deadline / 3` seconds it extends every held ack id to `deadline` seconds, so a slow
-    write or a Cassandra outage never lets a message be redelivered to another consumer, while
-    a consumer that dies stops extending and its messages come back within `deadline` seconds.
+    `hold` extends new messages to `deadline` seconds at once (a pull leases them only for the
+    subscription's own ack deadline), and every `tick` seconds every held message is extended
+    again, so a slow write or a Cassandra outage never lets a message be redelivered to another
+    consumer, while a consumer that dies stops extending and its messages come back within
+    `deadline` seconds. `release` returns only once no extension of those messages is under way,
+    so a message nacked or deferred right after it is never re-extended from a stale snapshot.
     """
 
-    def __init__(self, subscription: SubscriptionClient, deadline: int) -> None:
+    def __init__(self, subscription: SubscriptionClient, deadline: int, tick: float) -> None:
         self._subscription = subscription
         self._deadline = deadline
+        self._tick = tick
         self._held: set[str] = set()
-        self._lock = threading.Lock()
+        self._extending = threading.Lock()  # held for a snapshot and its extension together
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def hold(self, ack_ids: Iterable[str]) -> None:
-        with self._lock:
+    def hold(self, ack_ids: Sequence[str]) -> None:
+        with self._extending:
             self._held.update(ack_ids)
+            self._subscription.modify_deadline(ack_ids, self._deadline)
 
     def release(self, ack_ids: Iterable[str]) -> None:
-        with self._lock:
+        with self._extending:
             self._held.difference_update(ack_ids)
 
-    def held(self) -> int:
-        with self._lock:
-            return len(self._held)
+    def held(self) -> set[str]:
+        with self._extending:
+            return set(self._held)
 
     def stop(self) -> None:
         self._stopped.set()
         if self._thread.is_alive():
             self._thread.join()
 
+    def extend_all(self) -> None:
+        """One round of the keeper: extend every held message to `deadline` seconds from now."""
+        with self._extending:
+            if self._held:
+                log.debug("extending the lease of %d in-flight messages", len(self._held))
+                self._subscription.modify_deadline(list(self._held), self._deadline)
+
     def _run(self) -> None:
-        while not self._stopped.wait(self._deadline / 3):
-            with self._lock:
-                ack_ids = list(self._held)
-            if ack_ids:
-                log.debug("extending the lease of %d in-flight messages", len(ack_ids))
-                self._subscription.modify_deadline(ack_ids, self._deadline)
+        while not self._stopped.wait(self._tick):
+            self.extend_all()
 
 
 class Prefetcher:
@@ -219,7 +336,7 @@ class Prefetcher:
         with self._changed:
             self._changed.notify_all()
         if self._thread.is_alive():
-            self._thread.join(self._pull_timeout + 30)
+            self._thread.join(self._pull_timeout + RPC_TIMEOUT)
         with self._changed:
             left, self._buffer = list(self._buffer), deque()
         return left
@@ -243,43 +360,49 @@ class Prefetcher:
                 log.warning("%s; retrying in %.1f s", exc, delay)
                 self._stopped.wait(delay)
                 continue
-            except BaseException as exc:  # e.g. the subscription is missing: the consumer stops
+            except BaseException as exc:  # e.g. the subscription is gone: `take` raises it
                 with self._changed:
                     self._error = exc
                     self._changed.notify_all()
                 return
             if batch:
-                self._leases.hold(m.ack_id for m in batch)
+                self._leases.hold([m.ack_id for m in batch])
                 with self._changed:
                     self._buffer.extend(batch)
                     self._changed.notify_all()
 
 
 def connect_subscriber(settings: PubSubSettings, subscription: str) -> SubscriptionClient:
-    """Open a subscriber client for one subscription (the emulator when PUBSUB_EMULATOR_HOST is set)."""
-    return SubscriptionClient(pubsub_v1.SubscriberClient(), settings.subscription_path(subscription))
+    """A subscriber client for one subscription; `FatalError` when there are no credentials."""
+    try:
+        return SubscriptionClient(pubsub_v1.SubscriberClient(**_client_options(settings)), settings.subscription_path(subscription))
+    except auth_exceptions.DefaultCredentialsError as exc:
+        raise FatalError(NO_CREDENTIALS) from exc
+
+
+def connect_dead_letter_publisher(settings: PubSubSettings, topic: str) -> DeadLetterPublisher:
+    """A synchronous publisher of dead letters to `topic`; `FatalError` when there are no credentials."""
+    try:
+        return DeadLetterPublisher(RawPublisherClient(**_client_options(settings)), settings.topic_path(topic))
+    except auth_exceptions.DefaultCredentialsError as exc:
+        raise FatalError(NO_CREDENTIALS) from exc
 
 
 def connect_publisher(
-    *, max_messages: int = 1000, max_latency: float = 0.05, max_outstanding: int = 20_000
+    settings: PubSubSettings, *, max_messages: int = 1000, max_latency: float = 0.05, max_outstanding: int = 20_000
 ) -> pubsub_v1.PublisherClient:
     """A batching publisher whose outstanding messages are bounded (publish blocks beyond that)."""
-    return pubsub_v1.PublisherClient(
-        batch_settings=BatchSettings(max_messages=max_messages, max_latency=max_latency),
-        publisher_options=PublisherOptions(
-            flow_control=PublishFlowControl(
-                message_limit=max_outstanding,
-                byte_limit=max_outstanding * 2048,
-                limit_exceeded_behavior=LimitExceededBehavior.BLOCK,
-            )
-        ),
-    )
-
-
-def wait_all(pending: Sequence[futures.Future], timeout: float | None = None) -> list[BaseException | None]:
-    """Wait for publish futures; the exception of each one that failed, else None."""
-    done, not_done = futures.wait(pending, timeout=timeout)
-    return [
-        (TimeoutError("publish did not complete") if f in not_done else f.exception())
-        for f in pending
-    ]
+    try:
+        return pubsub_v1.PublisherClient(
+            batch_settings=BatchSettings(max_messages=max_messages, max_latency=max_latency),
+            publisher_options=PublisherOptions(
+                flow_control=PublishFlowControl(
+                    message_limit=max_outstanding,
+                    byte_limit=max_outstanding * 2048,
+                    limit_exceeded_behavior=LimitExceededBehavior.BLOCK,
+                )
+            ),
+            **_client_options(settings),
+        )
+    except auth_exceptions.DefaultCredentialsError as exc:
+        raise FatalError(NO_CREDENTIALS) from exc

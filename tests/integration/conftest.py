@@ -11,12 +11,13 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +25,13 @@ import pytest
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import ConstantReconnectionPolicy, RoundRobinPolicy
 from google.api_core import exceptions as google_exceptions
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import pubsub_v1
+from google.pubsub_v1.services.publisher import PublisherClient as GapicPublisher
 
 from ecom_pipeline.admin import SubscriptionSpec, ensure_subscriptions, ensure_topics
 from ecom_pipeline.config import PubSubSettings
+from stack.localstack import CASSANDRA  # the local stack's own record of the Cassandra it started
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -90,6 +94,9 @@ class Topics:
     suffix: str
     publisher: pubsub_v1.PublisherClient = field(default_factory=pubsub_v1.PublisherClient)
     subscriber: pubsub_v1.SubscriberClient = field(default_factory=pubsub_v1.SubscriberClient)
+    raw_publisher: GapicPublisher = field(default_factory=lambda: GapicPublisher(
+        credentials=AnonymousCredentials(), client_options={"api_endpoint": os.environ["PUBSUB_EMULATOR_HOST"]}
+    ))
 
     def name(self, topic: str) -> str:
         return f"{topic}-{self.suffix}"
@@ -97,8 +104,13 @@ class Topics:
     def sub(self, topic: str) -> str:
         return f"{self.name(topic)}-sub"
 
-    def publish(self, topic: str, data: bytes, **attributes: str) -> str:
-        return self.publisher.publish(self.settings.topic_path(self.name(topic)), data, **attributes).result(timeout=30)
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None) -> str:
+        """Publish one message with these attributes, whatever their names (through the raw
+        Publish call: the batching client's keywords `topic`, `data`, `ordering_key`, ... would
+        collide with attributes of the same name)."""
+        message = pubsub_v1.types.PubsubMessage(data=data, attributes=dict(attributes or {}))
+        response = self.raw_publisher.publish(topic=self.settings.topic_path(self.name(topic)), messages=[message], timeout=30)
+        return response.message_ids[0]
 
     def publish_json(self, topic: str, records: list[dict[str, object]]) -> None:
         futures = [
@@ -210,6 +222,19 @@ def run_script(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
         if script.process.poll() is None:
             script.process.kill()
             script.process.wait()
+
+
+def summary_counts(line: str) -> dict[str, int]:
+    """Every `name=<integer>` of a summary line, parsed: `applied=12` is 12, never a prefix of it."""
+    counts: dict[str, int] = {}
+    for name, value in re.findall(r"(?<![\w])([a-z_]+)=(\d+)(?![\d.])", line):
+        counts.setdefault(name, int(value))
+    return counts
+
+
+def final_counts(output: str, prefix: str = "final: ") -> dict[str, int]:
+    """The counts of a script's last `final:` line (for `--workers`: `final: 2 workers: `)."""
+    return summary_counts(output.rsplit(prefix, 1)[1].splitlines()[0])
 
 
 def consumer_args(topics: Topics, source: str, dead_letter: str, *extra: object) -> list[object]:

@@ -84,9 +84,22 @@ def test_an_invalid_keyspace_name_is_rejected(keyspace):
         CassandraSettings.from_env({"CASSANDRA_KEYSPACE": keyspace})
 
 
-def test_a_non_numeric_port_is_rejected():
-    with pytest.raises(ValueError):
-        CassandraSettings.from_env({"CASSANDRA_PORT": "ninety"})
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("CASSANDRA_PORT", "ninety", "CASSANDRA_PORT must be an integer from 1 to 65535, not 'ninety'"),
+        ("CASSANDRA_PORT", "0", "CASSANDRA_PORT must be an integer from 1 to 65535, not '0'"),
+        ("CASSANDRA_PORT", "70000", "CASSANDRA_PORT must be an integer from 1 to 65535, not '70000'"),
+        ("CASSANDRA_PORT", "9042.5", "CASSANDRA_PORT must be an integer from 1 to 65535, not '9042.5'"),
+        ("CASSANDRA_REQUEST_TIMEOUT", "soon", "CASSANDRA_REQUEST_TIMEOUT must be a number from 0.1 to 3600, not 'soon'"),
+        ("CASSANDRA_REQUEST_TIMEOUT", "nan", "CASSANDRA_REQUEST_TIMEOUT must be a number from 0.1 to 3600, not 'nan'"),
+        ("CASSANDRA_REQUEST_TIMEOUT", "0", "CASSANDRA_REQUEST_TIMEOUT must be a number from 0.1 to 3600, not '0'"),
+    ],
+)
+def test_a_bad_number_names_its_variable(name, value, message):
+    with pytest.raises(ValueError) as error:
+        CassandraSettings.from_env({name: value})
+    assert str(error.value) == message
 
 
 def test_an_empty_password_means_no_password():

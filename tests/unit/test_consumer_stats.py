@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 
-import pytest
-
-from ecom_pipeline.app import Kind
-from ecom_pipeline.cli import run_consumer_script
 from ecom_pipeline.consumer import ConsumerStats
 
 
@@ -42,9 +37,3 @@ def test_latency_percentiles_come_from_the_sorted_sample() -> None:
     part = stats(5, 0.0, 1.0, [0.5, 0.1, 0.4, 0.2, 0.3])
     assert part.latency_percentiles(0.0, 0.5, 1.0) == [0.1, 0.3, 0.5]
     assert "latency_ms p50=300 p90=500 p99=500 max=500" in part.summary()
-
-
-@pytest.mark.parametrize("workers", [0, -1])
-def test_fewer_than_one_worker_is_a_usage_error(workers: int) -> None:
-    args = argparse.Namespace(log_level="ERROR", workers=workers)
-    assert run_consumer_script(Kind.ORDERS, args, {}) == 2

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from ecom_pipeline.policy import (
-    MAX_ATTRIBUTE_BYTES, Backoff, Defer, dead_letter_attributes, event_time_micros,
+    MAX_ATTRIBUTE_BYTES, MAX_CLOCK_SKEW, Backoff, Defer, dead_letter_attributes, event_time, event_time_micros,
     replay_attributes, replay_deferral,
 )
 from tests.unit.conftest import micros
@@ -129,7 +129,7 @@ def test_a_detail_exactly_at_the_limit_is_kept_whole():
     assert dead_letter(detail=detail)["error_detail"] == detail
 
 
-def test_a_second_dead_lettering_keeps_the_first_source():
+def test_a_second_dead_lettering_from_the_dlq_keeps_the_first_source():
     first = dead_letter()
     second = dead_letter(
         first,
@@ -139,6 +139,7 @@ def test_a_second_dead_lettering_keeps_the_first_source():
         message_id="msg-99",
         publish_time=FIRST_PUBLISHED + timedelta(minutes=5),
         failed_at=FAILED_AT + timedelta(minutes=5),
+        from_dead_letters=True,
     )
     assert second["source_subscription"] == "payments_data-sub"
     assert second["source_message_id"] == "msg-42"
@@ -147,72 +148,85 @@ def test_a_second_dead_lettering_keeps_the_first_source():
     assert datetime.fromisoformat(second["failed_at"]) == FAILED_AT + timedelta(minutes=5)
 
 
+def test_source_attributes_claimed_on_an_input_topic_are_replaced_by_the_real_ones():
+    forged = {
+        "source_subscription": "elsewhere", "source_message_id": "forged", "source_publish_time": "2999-01-01T00:00:00+00:00",
+    }
+    attributes = dead_letter(forged)
+    assert (attributes["source_subscription"], attributes["source_message_id"]) == ("payments_data-sub", "msg-42")
+    assert datetime.fromisoformat(attributes["source_publish_time"]) == FIRST_PUBLISHED
+
+
 def test_a_message_moved_by_a_dead_letter_policy_names_its_source_subscription():
     original = {"CloudPubSubDeadLetterSourceSubscription": "payments_data-sub", "CloudPubSubDeadLetterSourceDeliveryCount": "5"}
-    attributes = dead_letter(original, subscription="dlq_payments_data-sub")
+    attributes = dead_letter(original, subscription="dlq_payments_data-sub", from_dead_letters=True)
     assert attributes["source_subscription"] == "payments_data-sub"
     assert attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
 
 
 def test_a_policy_dead_letter_keeps_its_first_publish_time_when_dead_lettered_again():
     """A payment moved to the DLQ by Pub/Sub's dead-letter policy, then dead-lettered again by the
-    replay (its order still missing), must still be written with the time it was first published.
-
-    Fails today: `dead_letter_attributes` sets `source_publish_time` from the DLQ copy's
-    publish time, and `event_time_micros` then prefers it to
-    `CloudPubSubDeadLetterSourceTopicPublishTime`.
-    """
+    replay (its order still missing), is still written with the time it was first published."""
     moved_to_dlq_at = FIRST_PUBLISHED + timedelta(minutes=3)
     from_policy = {
         "CloudPubSubDeadLetterSourceSubscription": "payments_data-sub",
         "CloudPubSubDeadLetterSourceTopicPublishTime": FIRST_PUBLISHED.isoformat(),
     }
-    assert event_time_micros(moved_to_dlq_at, from_policy) == micros(FIRST_PUBLISHED)
-    again = dead_letter(from_policy, subscription="dlq_payments_data-sub", publish_time=moved_to_dlq_at)
-    assert event_time_micros(moved_to_dlq_at + timedelta(minutes=10), again) == micros(FIRST_PUBLISHED)
+    assert event_time_micros(moved_to_dlq_at, from_policy, from_dead_letters=True, now=NOW) == micros(FIRST_PUBLISHED)
+    again = dead_letter(from_policy, subscription="dlq_payments_data-sub", publish_time=moved_to_dlq_at, from_dead_letters=True)
+    republished_at = moved_to_dlq_at + timedelta(minutes=10)
+    assert event_time_micros(republished_at, again, from_dead_letters=True, now=NOW) == micros(FIRST_PUBLISHED)
 
 
-# --- event_time_micros --------------------------------------------------------------------------
+# --- event_time: one function, one precedence -------------------------------------------------
+
+EARLIER = FIRST_PUBLISHED - timedelta(hours=1)
+POLICY = "CloudPubSubDeadLetterSourceTopicPublishTime"
+SOURCE = "source_publish_time"
 
 
-def test_event_time_is_the_publish_time_in_microseconds():
-    assert event_time_micros(FIRST_PUBLISHED, {}) == 1_772_357_415_123_456
-
-
-def test_event_time_of_the_epoch_is_zero():
-    assert event_time_micros(datetime(1970, 1, 1, tzinfo=UTC), {}) == 0
-
-
-def test_event_time_treats_a_naive_publish_time_as_utc():
-    assert event_time_micros(FIRST_PUBLISHED.replace(tzinfo=None), {}) == micros(FIRST_PUBLISHED)
-
-
-def test_event_time_converts_an_offset_publish_time_to_utc():
-    later_zone = FIRST_PUBLISHED.astimezone(timezone(timedelta(hours=9)))
-    assert event_time_micros(later_zone, {}) == micros(FIRST_PUBLISHED)
-
-
-def test_event_time_prefers_source_publish_time():
-    attributes = {
-        "source_publish_time": FIRST_PUBLISHED.isoformat(),
-        "CloudPubSubDeadLetterSourceTopicPublishTime": (FIRST_PUBLISHED + timedelta(seconds=1)).isoformat(),
-    }
-    assert event_time_micros(NOW, attributes) == micros(FIRST_PUBLISHED)
-
-
-def test_event_time_falls_back_to_the_dead_letter_policy_publish_time():
-    attributes = {"CloudPubSubDeadLetterSourceTopicPublishTime": "2026-03-01T09:30:15.123456Z"}
-    assert event_time_micros(NOW, attributes) == micros(FIRST_PUBLISHED)
+@pytest.mark.parametrize(
+    ("publish_time", "attributes", "from_dead_letters", "expected"),
+    [
+        pytest.param(FIRST_PUBLISHED, {}, False, FIRST_PUBLISHED, id="the-publish-time"),
+        pytest.param(FIRST_PUBLISHED.replace(tzinfo=None), {}, False, FIRST_PUBLISHED, id="naive-is-utc"),
+        pytest.param(FIRST_PUBLISHED.astimezone(timezone(timedelta(hours=9))), {}, False, FIRST_PUBLISHED, id="offset"),
+        # On an input topic, attributes are whatever the publisher claims: never trusted.
+        pytest.param(FIRST_PUBLISHED, {SOURCE: EARLIER.isoformat()}, False, FIRST_PUBLISHED, id="input-ignores-source"),
+        pytest.param(FIRST_PUBLISHED, {POLICY: EARLIER.isoformat()}, False, FIRST_PUBLISHED, id="input-ignores-policy"),
+        pytest.param(FIRST_PUBLISHED, {SOURCE: "2999-01-01T00:00:00+00:00"}, False, FIRST_PUBLISHED, id="input-far-future"),
+        # On a dead-letter subscription: Pub/Sub's policy attribute, then ours, then the publish time.
+        pytest.param(FIRST_PUBLISHED, {SOURCE: EARLIER.isoformat()}, True, EARLIER, id="dlq-source"),
+        pytest.param(FIRST_PUBLISHED, {POLICY: "2026-03-01T08:30:15.123456Z"}, True, EARLIER, id="dlq-policy-z"),
+        pytest.param(
+            FIRST_PUBLISHED, {POLICY: EARLIER.isoformat(), SOURCE: (EARLIER + timedelta(minutes=1)).isoformat()},
+            True, EARLIER, id="dlq-policy-first",
+        ),
+        pytest.param(FIRST_PUBLISHED, {POLICY: "mangled", SOURCE: EARLIER.isoformat()}, True, EARLIER, id="dlq-mangled-policy"),
+        # A dead letter is published after its source: a later claim is capped at its own time.
+        pytest.param(FIRST_PUBLISHED, {SOURCE: "2999-01-01T00:00:00+00:00"}, True, FIRST_PUBLISHED, id="dlq-far-future"),
+        # Never later than now plus the clock skew, whatever Pub/Sub's clock says.
+        pytest.param(NOW + timedelta(days=1), {}, False, NOW + MAX_CLOCK_SKEW, id="publish-time-ahead-of-our-clock"),
+        pytest.param(datetime(1970, 1, 1, tzinfo=UTC), {}, False, datetime(1970, 1, 1, tzinfo=UTC), id="epoch"),
+    ],
+)
+def test_event_time(publish_time, attributes, from_dead_letters, expected):
+    assert event_time(publish_time, attributes, from_dead_letters=from_dead_letters, now=NOW) == expected
+    assert event_time_micros(publish_time, attributes, from_dead_letters=from_dead_letters, now=NOW) == micros(expected)
 
 
 @pytest.mark.parametrize("mangled", ["yesterday", "2026-13-01T00:00:00", "1772357415", "", "  "])
 def test_event_time_ignores_a_mangled_source_time(mangled):
-    assert event_time_micros(NOW, {"source_publish_time": mangled}) == micros(NOW)
+    assert event_time_micros(NOW, {SOURCE: mangled}, from_dead_letters=True, now=NOW) == micros(NOW)
+
+
+def test_event_time_of_a_known_moment_in_microseconds():
+    assert event_time_micros(FIRST_PUBLISHED, {}, from_dead_letters=False, now=NOW) == 1_772_357_415_123_456
 
 
 def test_event_time_round_trips_through_dead_letter_attributes():
     attributes = dead_letter(publish_time=FIRST_PUBLISHED)
-    assert event_time_micros(NOW, attributes) == micros(FIRST_PUBLISHED)
+    assert event_time_micros(NOW, attributes, from_dead_letters=True, now=NOW) == micros(FIRST_PUBLISHED)
 
 
 # --- replay_deferral ----------------------------------------------------------------------------

@@ -1,0 +1,182 @@
+"""The adapters' pure decisions: how driver and Pub/Sub errors are classed, whether a consistency
+level can ever be met, how dead letters are split into Publish requests. No service needed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from cassandra import (
+    AuthenticationFailed, FunctionFailure, InvalidRequest, OperationTimedOut, ReadFailure, ReadTimeout, Unauthorized,
+    Unavailable, WriteFailure, WriteTimeout,
+)
+from cassandra.cluster import NoHostAvailable
+from cassandra.connection import ConnectionException
+from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
+from google.api_core import exceptions as google_exceptions
+from google.pubsub_v1.types import PubsubMessage
+
+from ecom_pipeline import cassandra_io, pubsub_io
+from ecom_pipeline.cassandra_io import unmeetable_consistency
+from ecom_pipeline.errors import FatalError, FatalStoreError, StoreError, TransientStoreError
+from ecom_pipeline.pubsub_io import DeadLetterPublisher, PubSubUnavailable, publish_chunks
+
+# --- cassandra_io.translate_error ---------------------------------------------------------------
+
+TRANSIENT = [
+    Unavailable("Cannot achieve consistency level QUORUM", 4, 2, 1),
+    WriteTimeout("timed out", write_type=0),
+    ReadTimeout("timed out"),
+    OperationTimedOut("client timeout"),
+    NoHostAvailable("Unable to connect to any servers", {"127.0.0.1:9042": ConnectionRefusedError(111, "refused")}),
+    ConnectionException("connection lost"),
+    ConnectionRefusedError(111, "refused"),
+    OverloadedErrorMessage(0x1001, "overloaded", {}),
+    IsBootstrappingErrorMessage(0x1002, "bootstrapping", {}),
+]
+PER_MESSAGE = [
+    InvalidRequest("Undefined column name item"),
+    ReadFailure("replica failed"),
+    WriteFailure("replica failed"),
+    FunctionFailure("udf failed", "ks", "f", []),
+    RuntimeError("anything else"),
+]
+FATAL = [
+    Unauthorized("User pipeline has no MODIFY permission"),
+    AuthenticationFailed("Bad credentials"),
+    NoHostAvailable("Unable to connect", {"127.0.0.1:9042": AuthenticationFailed("Bad credentials")}),
+]
+
+
+@pytest.mark.parametrize("error", TRANSIENT, ids=lambda e: type(e).__name__)
+def test_an_outage_is_transient(error):
+    translated = cassandra_io.translate_error(error)
+    assert type(translated) is TransientStoreError
+    assert translated.__cause__ is error
+
+
+@pytest.mark.parametrize("error", PER_MESSAGE, ids=lambda e: type(e).__name__)
+def test_a_failure_of_the_statement_is_a_plain_store_error(error):
+    assert type(cassandra_io.translate_error(error)) is StoreError
+
+
+@pytest.mark.parametrize("error", FATAL, ids=lambda e: type(e).__name__)
+def test_refused_credentials_or_permissions_are_fatal(error):
+    translated = cassandra_io.translate_error(error)
+    assert type(translated) is FatalStoreError
+    assert isinstance(translated, FatalError)
+
+
+def test_no_host_with_mixed_errors_is_an_outage_not_a_login_problem():
+    mixed = NoHostAvailable("x", {"a": AuthenticationFailed("bad"), "b": ConnectionRefusedError(111, "refused")})
+    assert type(cassandra_io.translate_error(mixed)) is TransientStoreError
+
+
+def test_a_store_error_is_passed_through():
+    error = StoreError("already ours")
+    assert cassandra_io.translate_error(error) is error
+
+
+# --- unmeetable_consistency ---------------------------------------------------------------------
+
+SIMPLE_1 = {"class": "org.apache.cassandra.locator.SimpleStrategy", "replication_factor": "1"}
+SIMPLE_3 = {"class": "org.apache.cassandra.locator.SimpleStrategy", "replication_factor": "3"}
+NTS = {"class": "org.apache.cassandra.locator.NetworkTopologyStrategy", "dc1": "3", "dc2": "1"}
+
+
+@pytest.mark.parametrize(
+    ("consistency", "replication", "local_dc", "reads", "problem"),
+    [
+        ("ONE", SIMPLE_1, "datacenter1", True, None),
+        ("LOCAL_QUORUM", SIMPLE_1, "datacenter1", True, None),
+        ("QUORUM", SIMPLE_1, "datacenter1", True, None),
+        ("ALL", SIMPLE_1, "datacenter1", True, None),
+        ("TWO", SIMPLE_1, "datacenter1", True, "needs 2 replicas, but keyspace ks has replication factor 1"),
+        ("THREE", SIMPLE_1, "datacenter1", True, "needs 3 replicas, but keyspace ks has replication factor 1"),
+        ("THREE", SIMPLE_3, "datacenter1", True, None),
+        ("LOCAL_QUORUM", NTS, "dc1", True, None),
+        ("LOCAL_ONE", NTS, "dc2", True, None),
+        ("LOCAL_QUORUM", NTS, "dc3", True, "needs 1 replicas in data centre dc3, but keyspace ks has replication factor 0"),
+        ("EACH_QUORUM", NTS, "dc1", False, None),
+        ("EACH_QUORUM", NTS, "dc1", True, "only supported for writes"),
+        ("THREE", {"class": "NetworkTopologyStrategy", "dc1": "2/1"}, "dc1", True, "replication factor 2"),
+    ],
+)
+def test_unmeetable_consistency(consistency, replication, local_dc, reads, problem):
+    found = unmeetable_consistency(consistency, "ks", replication, local_dc, reads=reads)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found and f"CASSANDRA_CONSISTENCY={consistency}" in found
+
+
+# --- pubsub_io.translate_error ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "words"),
+    [
+        (google_exceptions.ServiceUnavailable("down"), PubSubUnavailable, "publish to t failed"),
+        (google_exceptions.DeadlineExceeded("slow"), PubSubUnavailable, "failed"),
+        (google_exceptions.NotFound("Topic not found"), FatalError, "dead-letter topic t does not exist"),
+        (google_exceptions.PermissionDenied("no"), FatalError, "was refused"),
+        (google_exceptions.Unauthenticated("no"), FatalError, "was refused"),
+        (google_exceptions.FailedPrecondition("odd"), FatalError, "failed"),
+    ],
+)
+def test_pubsub_errors_are_waited_for_or_fatal(error, kind, words):
+    translated = pubsub_io.translate_error(error, "publish to t", "dead-letter topic t")
+    assert type(translated) is kind and words in str(translated)
+
+
+# --- dead letters: requests, attributes, refusals ----------------------------------------------
+
+
+def test_publish_requests_respect_the_count_and_size_limits():
+    small = [PubsubMessage(data=b"x" * 10) for _ in range(5)]
+    assert publish_chunks(small, max_messages=2) == [[0, 1], [2, 3], [4]]
+    sizes = [PubsubMessage.pb(m).ByteSize() for m in small]
+    assert publish_chunks(small, max_bytes=2 * sizes[0]) == [[0, 1], [2, 3], [4]]
+    assert publish_chunks([]) == []
+
+
+class FakeRawPublisher:
+    """The raw Publish call: refuses any request that holds a message whose data is b"refuse"."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.requests: list[list[PubsubMessage]] = []
+        self.error = error
+
+    def publish(self, *, topic: str, messages: Sequence[PubsubMessage], timeout: float, retry: object) -> None:
+        self.requests.append(list(messages))
+        if self.error is not None:
+            raise self.error
+        if any(m.data == b"refuse" for m in messages):
+            raise google_exceptions.InvalidArgument("too many attributes")
+
+
+def test_attributes_named_like_keywords_travel_as_a_map():
+    raw = FakeRawPublisher()
+    hostile = {"topic": "a", "data": "b", "ordering_key": "c", "retry": "d", "timeout": "e", "": "empty name"}
+    assert DeadLetterPublisher(raw, "projects/p/topics/t").publish([(b"x", hostile)]) == [None]  # type: ignore[arg-type]
+    [[message]] = raw.requests
+    assert (message.data, dict(message.attributes)) == (b"x", hostile)
+
+
+def test_a_refused_dead_letter_is_isolated_and_the_rest_are_published():
+    raw = FakeRawPublisher()
+    letters = [(b"ok-1", {}), (b"refuse", {}), (b"ok-2", {}), (b"ok-3", {})]
+    refusals = DeadLetterPublisher(raw, "projects/p/topics/t").publish(letters)  # type: ignore[arg-type]
+    assert refusals[1] is not None and "too many attributes" in refusals[1]
+    assert [refusals[0], refusals[2], refusals[3]] == [None, None, None]
+    accepted = [m.data for request in raw.requests if not any(x.data == b"refuse" for x in request) for m in request]
+    assert sorted(accepted) == [b"ok-1", b"ok-2", b"ok-3"]
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [(google_exceptions.ServiceUnavailable("down"), PubSubUnavailable), (google_exceptions.NotFound("gone"), FatalError)],
+)
+def test_a_dead_letter_publish_error_is_raised_as_the_pipelines_own(error, kind):
+    with pytest.raises(kind):
+        DeadLetterPublisher(FakeRawPublisher(error), "projects/p/topics/t").publish([(b"x", {})])  # type: ignore[arg-type]

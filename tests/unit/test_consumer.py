@@ -1,0 +1,351 @@
+"""The consumer loop, the lease keeper and the prefetcher, with small fakes of the two Pub/Sub clients.
+
+`FakeSubscription` and `FakeDeadLetters` stand in for `SubscriptionClient` and
+`DeadLetterPublisher` (our adapters, not Google's classes); the real services are exercised by
+the integration tests. Handlers are scripted: each call returns the next list of outcomes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from ecom_pipeline.config import ConsumerSettings
+from ecom_pipeline.consumer import Consumer, sort_outcomes
+from ecom_pipeline.errors import FatalError
+from ecom_pipeline.policy import Applied, DeadLetter, Defer, Fail, Outcome, Retry
+from ecom_pipeline.pubsub_io import LeaseKeeper, Prefetcher, PubSubUnavailable, Received
+from tests.unit.conftest import received
+
+
+@dataclass
+class FakeSubscription:
+    """Records every ack, lease change and pull; serves `to_pull` once, then nothing."""
+
+    to_pull: list[Received] = field(default_factory=list)
+    name: str = "orders_data-sub"
+    path: str = "projects/p/subscriptions/orders_data-sub"
+    acked: list[str] = field(default_factory=list)
+    deadlines: list[tuple[tuple[str, ...], int]] = field(default_factory=list)
+    on_modify: Callable[[], None] = lambda: None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pull(self, max_messages: int, timeout: float) -> list[Received]:
+        with self.lock:
+            batch, self.to_pull = self.to_pull[:max_messages], self.to_pull[max_messages:]
+        if not batch:
+            threading.Event().wait(min(timeout, 0.01))
+        return batch
+
+    def ack(self, ack_ids: Sequence[str]) -> None:
+        with self.lock:
+            self.acked.extend(ack_ids)
+
+    def modify_deadline(self, ack_ids: Sequence[str], seconds: int) -> None:
+        self.on_modify()
+        with self.lock:
+            self.deadlines.append((tuple(ack_ids), seconds))
+
+    def nack(self, ack_ids: Sequence[str]) -> None:
+        self.modify_deadline(ack_ids, 0)
+
+    def nacked(self) -> list[str]:
+        return [ack_id for ids, seconds in self.deadlines if seconds == 0 for ack_id in ids]
+
+    def set_to(self, seconds: int) -> list[str]:
+        return [ack_id for ids, s in self.deadlines if s == seconds for ack_id in ids]
+
+
+@dataclass
+class FakeDeadLetters:
+    """Records what was published; each call takes the next scripted result (default: all accepted)."""
+
+    results: list[object] = field(default_factory=list)
+    published: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
+    topic_path: str = "projects/p/topics/dlq_orders_data"
+
+    def publish(self, messages: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[str | None]:
+        result = self.results.pop(0) if self.results else None
+        if isinstance(result, BaseException):
+            raise result
+        self.published.extend((data, dict(attributes)) for data, attributes in messages)
+        return list(result) if isinstance(result, list) else [None] * len(messages)
+
+
+class ScriptedHandler:
+    """Returns the scripted outcomes of each call in turn (then: every message applied)."""
+
+    def __init__(self, *calls: list[Outcome] | BaseException, on_call: Callable[[], None] = lambda: None) -> None:
+        self.calls = list(calls)
+        self.batches: list[list[str]] = []
+        self.on_call = on_call
+
+    def handle(self, batch: Sequence[Received]) -> list[Outcome]:
+        self.batches.append([m.message_id for m in batch])
+        self.on_call()
+        step = self.calls.pop(0) if self.calls else [Applied()] * len(batch)
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+
+def messages(count: int) -> list[Received]:
+    return [received(b"{}", message_id=f"m{i}", attributes={"topic": "t", "data": "d"}) for i in range(count)]
+
+
+def attributes_for(message: Received, reason: DeadLetter, subscription: str) -> dict[str, str]:
+    return {**message.attributes, "error": reason.code, "source_subscription": subscription}
+
+
+def settings(**changes: object) -> ConsumerSettings:
+    values: dict[str, object] = {
+        "subscription": "orders_data-sub", "dead_letter_topic": "dlq_orders_data", "batch_size": 10,
+        "exit_after_idle": 0.3, "ack_deadline": 60, "stats_interval": 60.0, "retry_initial": 0.001, "retry_maximum": 0.002,
+    }
+    values.update(changes)
+    return ConsumerSettings(**values)  # type: ignore[arg-type]
+
+
+def consumer(
+    subscription: FakeSubscription, handler: ScriptedHandler, dead: FakeDeadLetters | None = None,
+    stop: threading.Event | None = None, **changes: object,
+) -> Consumer:
+    return Consumer(
+        subscription, handler, dead or FakeDeadLetters(), settings(**changes),  # type: ignore[arg-type]
+        stop or threading.Event(), attributes_for, lease_tick=0.05,
+    )
+
+
+def acks(batch: list[Received]) -> list[str]:
+    return [m.ack_id for m in batch]
+
+
+# --- sort_outcomes ------------------------------------------------------------------------------
+
+
+def test_sort_outcomes_pairs_each_message_with_its_outcome():
+    batch = messages(5)
+    plan = sort_outcomes(batch, [Applied(), DeadLetter("invalid_json", "x"), Retry("down"), Fail("bug"), Defer(30)])
+    assert plan.applied == [batch[0]]
+    assert plan.dead == [(batch[1], DeadLetter("invalid_json", "x"))]
+    assert plan.retry == [batch[2]]
+    assert plan.failed == [(batch[3], "bug")]
+    assert plan.deferred == {30: [batch[4]]}
+
+
+@pytest.mark.parametrize("count", [0, 2, 4])
+def test_outcomes_of_the_wrong_length_are_an_error(count):
+    with pytest.raises(ValueError, match=f"{count} outcomes for 3 messages"):
+        sort_outcomes(messages(3), [Applied()] * count)
+
+
+def test_an_unknown_outcome_is_an_error():
+    with pytest.raises(ValueError, match="unknown outcome"):
+        sort_outcomes(messages(1), ["applied"])
+
+
+# --- the loop: one outcome each ----------------------------------------------------------------
+
+
+def test_each_outcome_is_settled_its_own_way():
+    batch = messages(5)
+    subscription = FakeSubscription(to_pull=list(batch))
+    dead = FakeDeadLetters()
+    handler = ScriptedHandler([Applied(), DeadLetter("invalid_json", "bad"), Fail("boom"), Defer(120), Retry("down")])
+    stats = consumer(subscription, handler, dead).run()
+
+    assert subscription.acked == acks(batch[:2]) + [batch[4].ack_id]  # applied and dead-lettered; the retry later
+    assert subscription.nacked() == [batch[2].ack_id]
+    assert subscription.set_to(120) == [batch[3].ack_id]
+    assert dead.published == [(b"{}", {"topic": "t", "data": "d", "error": "invalid_json", "source_subscription": "orders_data-sub"})]
+    assert handler.batches == [[f"m{i}" for i in range(5)], ["m4"]]  # only the retried message again
+    assert (stats.received, stats.applied, stats.nacked, stats.deferred, stats.retried) == (5, 2, 1, 1, 1)
+    assert dict(stats.dead_lettered) == {"invalid_json": 1}
+
+
+def test_messages_are_leased_on_arrival_and_every_lease_is_released_when_settled():
+    batch = messages(3)
+    subscription = FakeSubscription(to_pull=list(batch))
+    loop = consumer(subscription, ScriptedHandler([Applied(), Fail("x"), Defer(30)]))
+    loop.run()
+    assert subscription.deadlines[0] == (tuple(acks(batch)), 60)  # extended on arrival, before anything else
+    assert loop._leases.held() == set()
+
+
+def test_a_transient_dead_letter_failure_is_retried_in_place_then_acked():
+    batch = messages(2)
+    subscription = FakeSubscription(to_pull=list(batch))
+    dead = FakeDeadLetters(results=[PubSubUnavailable("publish failed: 503")])
+    handler = ScriptedHandler([Applied(), DeadLetter("invalid_json", "x")], [DeadLetter("invalid_json", "x")])
+    stats = consumer(subscription, handler, dead).run()
+    assert subscription.acked == acks(batch)
+    assert len(dead.published) == 1 and subscription.nacked() == []
+    assert (stats.applied, sum(stats.dead_lettered.values()), stats.retried) == (1, 1, 1)
+
+
+def test_a_dead_letter_refused_for_good_is_nacked_and_the_others_acked():
+    batch = messages(2)
+    subscription = FakeSubscription(to_pull=list(batch))
+    dead = FakeDeadLetters(results=[["too many attributes", None]])
+    handler = ScriptedHandler([DeadLetter("invalid_json", "x"), DeadLetter("invalid_json", "y")])
+    stats = consumer(subscription, handler, dead).run()
+    assert subscription.nacked() == [batch[0].ack_id]
+    assert subscription.acked == [batch[1].ack_id]
+    assert (stats.nacked, sum(stats.dead_lettered.values())) == (1, 1)
+
+
+def test_a_fatal_dead_letter_error_hands_everything_back_and_stops_the_consumer():
+    batch = messages(3)
+    subscription = FakeSubscription(to_pull=list(batch))
+    dead = FakeDeadLetters(results=[FatalError("dead-letter topic projects/p/topics/x does not exist")])
+    loop = consumer(subscription, ScriptedHandler([Applied(), DeadLetter("invalid_json", "x"), Applied()]), dead, exit_after_idle=None)
+    with pytest.raises(FatalError, match="does not exist"):
+        loop.run()
+    assert subscription.acked == []  # nothing was settled before the dead letters were out
+    assert sorted(subscription.nacked()) == sorted(acks(batch))
+    assert loop._leases.held() == set()
+
+
+def test_a_fatal_store_error_from_the_handler_hands_the_batch_back_and_stops():
+    batch = messages(2)
+    subscription = FakeSubscription(to_pull=list(batch))
+    loop = consumer(subscription, ScriptedHandler(FatalError("Unauthorized")), exit_after_idle=None)
+    with pytest.raises(FatalError):
+        loop.run()
+    assert sorted(subscription.nacked()) == sorted(acks(batch))
+    assert loop.stats.nacked == 0  # handed back, not counted as the messages' failure
+    assert loop._leases.held() == set()
+
+
+def test_an_unexpected_handler_error_nacks_the_batch_and_the_loop_carries_on():
+    first, second = messages(2)
+    subscription = FakeSubscription(to_pull=[first])
+    handler = ScriptedHandler(RuntimeError("a bug"))
+    loop = consumer(subscription, handler, exit_after_idle=0.5)
+    threading.Timer(0.1, lambda: subscription.to_pull.append(second)).start()
+    stats = loop.run()
+    assert subscription.nacked() == [first.ack_id]
+    assert subscription.acked == [second.ack_id]
+    assert (stats.nacked, stats.applied) == (1, 1)
+
+
+def test_a_handler_that_returns_too_few_outcomes_nacks_the_batch_and_leaks_no_lease():
+    batch = messages(3)
+    subscription = FakeSubscription(to_pull=list(batch))
+    loop = consumer(subscription, ScriptedHandler([Applied()]))
+    stats = loop.run()
+    assert sorted(subscription.nacked()) == sorted(acks(batch))
+    assert subscription.acked == []
+    assert stats.nacked == 3
+    assert loop._leases.held() == set()
+
+
+def test_stop_during_a_retry_hands_the_messages_back_uncounted():
+    batch = messages(2)
+    subscription = FakeSubscription(to_pull=list(batch))
+    stop = threading.Event()
+    handler = ScriptedHandler([Retry("down"), Retry("down")], on_call=stop.set)
+    stats = consumer(subscription, handler, stop=stop, exit_after_idle=None).run()
+    assert sorted(subscription.nacked()) == sorted(acks(batch))
+    assert (stats.nacked, stats.applied, stats.retried) == (0, 0, 2)
+
+
+def test_a_forced_exit_during_a_write_hands_back_the_batch_and_everything_pulled_ahead():
+    batch = messages(6)
+    subscription = FakeSubscription(to_pull=list(batch))
+    loop = consumer(subscription, ScriptedHandler(KeyboardInterrupt()), batch_size=2, exit_after_idle=None)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run()
+    pulled = [m for m in batch if m not in subscription.to_pull]
+    assert len(pulled) > 2  # the batch in hand and some pulled ahead
+    assert sorted(set(subscription.nacked())) == sorted(acks(pulled))
+    assert loop._leases.held() == set()
+
+
+# --- the lease keeper ---------------------------------------------------------------------------
+
+
+def test_the_keeper_extends_held_messages_every_tick():
+    subscription = FakeSubscription()
+    keeper = LeaseKeeper(subscription, deadline=60, tick=0.01)  # type: ignore[arg-type]
+    keeper.hold(["a", "b"])
+    keeper.start()
+    try:
+        extended = threading.Event()
+        subscription.on_modify = lambda: extended.set() if len(subscription.deadlines) >= 2 else None
+        assert extended.wait(5)
+    finally:
+        keeper.stop()
+    assert all(sorted(ids) == ["a", "b"] and seconds == 60 for ids, seconds in subscription.deadlines)
+
+
+def test_a_release_waits_for_an_extension_under_way_so_a_nack_is_never_undone():
+    """The keeper's snapshot was taken before the release: without the lock, its extension could
+    land after the nack and lease the message again for a whole deadline."""
+    subscription = FakeSubscription()
+    keeper = LeaseKeeper(subscription, deadline=60, tick=3600)  # type: ignore[arg-type]
+    keeper.hold(["a"])
+    inside, go_on = threading.Event(), threading.Event()
+
+    def slow_extension() -> None:
+        inside.set()
+        go_on.wait(5)
+
+    subscription.on_modify = slow_extension
+    extension = threading.Thread(target=keeper.extend_all)
+    extension.start()
+    assert inside.wait(5)
+    released = threading.Event()
+    releaser = threading.Thread(target=lambda: (keeper.release(["a"]), released.set()))
+    releaser.start()
+    assert not released.wait(0.2)  # blocked while the extension is under way
+    go_on.set()
+    extension.join(5)
+    releaser.join(5)
+    assert released.is_set()
+    subscription.on_modify = lambda: None
+    subscription.nack(["a"])
+    keeper.extend_all()  # the next tick no longer touches it
+    assert subscription.deadlines[-1] == (("a",), 0)
+
+
+# --- the prefetcher -----------------------------------------------------------------------------
+
+
+def test_the_prefetcher_leases_what_it_pulls_and_keeps_at_most_max_buffered():
+    subscription = FakeSubscription(to_pull=messages(10))
+    keeper = LeaseKeeper(subscription, deadline=45, tick=3600)  # type: ignore[arg-type]
+    prefetcher = Prefetcher(
+        subscription, keeper, pull_size=3, max_buffered=4, pull_timeout=0.01, retry_delay=lambda _: 0.0  # type: ignore[arg-type]
+    )
+    prefetcher.start()
+    first = prefetcher.take(10, timeout=5)
+    left = prefetcher.stop()
+    assert 1 <= len(first) <= 4 and len(first) + len(left) <= 4 + 3
+    assert keeper.held() >= {m.ack_id for m in first + left}
+    assert all(seconds == 45 for _, seconds in subscription.deadlines)
+
+
+def test_the_prefetcher_retries_an_unavailable_pull_and_raises_a_fatal_one():
+    class Flaky(FakeSubscription):
+        calls = 0
+
+        def pull(self, max_messages: int, timeout: float) -> list[Received]:
+            self.calls += 1
+            if self.calls == 1:
+                raise PubSubUnavailable("pull failed: 503")
+            raise FatalError("subscription projects/p/subscriptions/s does not exist")
+
+    subscription = Flaky()
+    keeper = LeaseKeeper(subscription, deadline=60, tick=3600)  # type: ignore[arg-type]
+    prefetcher = Prefetcher(
+        subscription, keeper, pull_size=3, max_buffered=4, pull_timeout=0.01, retry_delay=lambda _: 0.0  # type: ignore[arg-type]
+    )
+    prefetcher.start()
+    with pytest.raises(FatalError, match="does not exist"):
+        prefetcher.take(1, timeout=5)
+    prefetcher.stop()
+    assert subscription.calls == 2
