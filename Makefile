@@ -15,15 +15,16 @@ export CASSANDRA_PORT ?= 9042
 export CASSANDRA_KEYSPACE ?= ecom_store
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv jars stack stack-down stack-status setup demo test test-unit bench audit clean
+.PHONY: help venv jars stack stack-down stack-status setup demo lint test test-unit bench audit clean
 
 help:
 	@echo "make demo     bring the stack up, set it up, run the whole pipeline once and summarise"
 	@echo "make test     bring the stack up and run every test (unit + integration)"
+	@echo "make lint     ruff (lint, format check) and mypy; seconds, no services"
 	@echo "make stack | stack-down | stack-status | setup | audit | bench | test-unit | clean"
 
 # The virtualenv, reinstalled whenever a requirements file changes.
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
@@ -63,10 +64,17 @@ demo: setup
 audit: venv
 	$(PY) -m ecom_pipeline.admin audit $(AUDIT_ARGS)
 
+# Lint first, before any service starts: a newcomer's change is checked as the maintainers' are.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
 test-unit: venv
 	$(PY) -m pytest tests/unit -q
 
-test: setup
+test: lint
+	$(MAKE) setup
 	$(PY) -m pytest tests -q -ra
 
 bench: setup

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 
-from cassandra.cluster import Cluster
+from cassandra.cluster import Cluster, Session
 from google.cloud import pubsub_v1
 
 INSERT = (
@@ -48,14 +48,25 @@ class Progress:
             self.processed += count
 
 
-def run_orders(session, subscription: str, idle: float) -> Progress:
+def run_orders(session: Session, subscription: str, idle: float) -> Progress:
     insert = session.prepare(INSERT)
     progress = Progress()
 
     def callback(message: pubsub_v1.subscriber.message.Message) -> None:
         o = json.loads(message.data)
-        session.execute(insert, (o["order_id"], o["customer_id"], o["item"], o["quantity"], o["price"],
-                                 o["shipping_address"], o["order_status"], o["creation_date"]))
+        session.execute(
+            insert,
+            (
+                o["order_id"],
+                o["customer_id"],
+                o["item"],
+                o["quantity"],
+                o["price"],
+                o["shipping_address"],
+                o["order_status"],
+                o["creation_date"],
+            ),
+        )
         message.ack()
         progress.tick()
 
@@ -69,7 +80,7 @@ def run_orders(session, subscription: str, idle: float) -> Progress:
     return progress
 
 
-def run_payments(session, subscription: str, dlq_topic: str, idle: float) -> Progress:
+def run_payments(session: Session, subscription: str, dlq_topic: str, idle: float) -> Progress:
     select, update = session.prepare(SELECT), session.prepare(UPDATE)
     subscriber, publisher = pubsub_v1.SubscriberClient(), pubsub_v1.PublisherClient()
     progress = Progress()
@@ -80,8 +91,17 @@ def run_payments(session, subscription: str, dlq_topic: str, idle: float) -> Pro
         for received in response.received_messages:
             p = json.loads(received.message.data)
             if session.execute(select, (p["order_id"],)).one():
-                session.execute(update, (p["payment_id"], p["payment_method"], p["card_last_four"],
-                                         p["payment_status"], p["payment_datetime"], p["order_id"]))
+                session.execute(
+                    update,
+                    (
+                        p["payment_id"],
+                        p["payment_method"],
+                        p["card_last_four"],
+                        p["payment_status"],
+                        p["payment_datetime"],
+                        p["order_id"],
+                    ),
+                )
             else:
                 publisher.publish(dlq_topic, received.message.data).result()
         subscriber.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in response.received_messages])
@@ -97,7 +117,9 @@ def main() -> None:
     parser.add_argument("dlq_topic", help="full topic path")
     parser.add_argument("--idle", type=float, default=3.0)
     args = parser.parse_args()
-    cluster = Cluster([os.environ.get("CASSANDRA_HOSTS", "127.0.0.1")], port=int(os.environ.get("CASSANDRA_PORT", "9042")))
+    cluster = Cluster(
+        [os.environ.get("CASSANDRA_HOSTS", "127.0.0.1")], port=int(os.environ.get("CASSANDRA_PORT", "9042"))
+    )
     session = cluster.connect(os.environ.get("CASSANDRA_KEYSPACE", "ecom_store"))
     if args.kind == "orders":
         progress = run_orders(session, args.subscription, args.idle)

@@ -30,13 +30,17 @@ def main() -> None:
     cluster, session = connect_session(settings, settings.keyspace)
     insert = session.prepare(INSERT_ORDER)
     mock, now = MockData(seed=7), int(time.time() * 1e6)
-    rows = [(*order_values(Order(**mock.order(i))), now) for i in range(args.first_id, args.first_id + args.count)]
+    rows = [
+        (*order_values(Order.model_validate(mock.order(i))), now)
+        for i in range(args.first_id, args.first_id + args.count)
+    ]
     started = time.time()
     pending = rows
     while pending:  # a row that timed out under the load is written again, so every row counts
-        results = execute_concurrent_with_args(session, insert, pending, concurrency=args.concurrency,
-                                               raise_on_first_error=False)
-        pending = [row for row, (ok, _) in zip(pending, results) if not ok]
+        results = execute_concurrent_with_args(
+            session, insert, pending, concurrency=args.concurrency, raise_on_first_error=False
+        )
+        pending = [row for row, (ok, _) in zip(pending, results, strict=True) if not ok]
     ended = time.time()
     cluster.shutdown()
     print(json.dumps({"rows": len(rows), "started": started, "ended": ended}))

@@ -31,6 +31,7 @@ import time
 import uuid
 from contextlib import suppress
 from pathlib import Path
+from typing import cast
 
 from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
@@ -110,9 +111,10 @@ def run_process(argv: list[str], env: dict[str, str]) -> tuple[str, float]:
         peaks: dict[int, int] = {}
         while process.poll() is None:
             for pid in descendants(process.pid):
-                with suppress(OSError, AttributeError):
-                    kib = int(re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
-                    peaks[pid] = max(peaks.get(pid, 0), kib)
+                with suppress(OSError):
+                    high_water = re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+                    if high_water:
+                        peaks[pid] = max(peaks.get(pid, 0), int(high_water.group(1)))
             time.sleep(0.1)
         log_file.seek(0)
         output = log_file.read().decode(errors="replace")
@@ -137,10 +139,22 @@ def produce(bench: Bench, script: str, topic: str, count: int, *extra: object, r
     return final_figures(output)["rate"]
 
 
-def consume(bench: Bench, script: str, topic: str, dlq: str, expected: int, workers: int) -> tuple[dict[str, float], float]:
+def consume(
+    bench: Bench, script: str, topic: str, dlq: str, expected: int, workers: int
+) -> tuple[dict[str, float], float]:
     output, rss = run_process(
-        [PY, script, "--subscription", f"{topic}-sub", "--dead-letter-topic", dlq, "--exit-after-idle", "3",
-         "--workers", str(workers)],
+        [
+            PY,
+            script,
+            "--subscription",
+            f"{topic}-sub",
+            "--dead-letter-topic",
+            dlq,
+            "--exit-after-idle",
+            "3",
+            "--workers",
+            str(workers),
+        ],
         bench.env,
     )
     figures = final_figures(output)
@@ -183,7 +197,10 @@ def ceiling_inserts(bench: Bench, n: int, processes: int, concurrency: int) -> f
     loads = [
         subprocess.Popen(
             [PY, "-m", "bench.insert_load", str(1 + k * share), str(share), "--concurrency", str(concurrency)],
-            cwd=ROOT, env=bench.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=ROOT,
+            env=bench.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         for k in range(processes)
     ]
@@ -194,7 +211,7 @@ def ceiling_inserts(bench: Bench, n: int, processes: int, concurrency: int) -> f
             raise RuntimeError(f"insert load failed:\n{err.decode(errors='replace')[-2000:]}")
         spans.append(json.loads(out.decode().strip().splitlines()[-1]))
     seconds = max(s["ended"] for s in spans) - min(s["started"] for s in spans)
-    return sum(s["rows"] for s in spans) / seconds
+    return float(sum(s["rows"] for s in spans) / seconds)
 
 
 def one_repeat(bench: Bench, n: int, baseline_n: int, latency_rate: int, latency_seconds: int) -> dict[str, float]:
@@ -222,7 +239,9 @@ def one_repeat(bench: Bench, n: int, baseline_n: int, latency_rate: int, latency
     log.info("baselines, %d messages each", baseline_n)
     orders, payments = bench.topic("baseline-orders"), bench.topic("baseline-payments")
     produce(bench, "order_data_producer.py", orders, baseline_n)
-    figures["baseline_orders_msgs"], figures["baseline_orders_rss_mib"] = baseline(bench, "orders", orders, dlq, baseline_n)
+    figures["baseline_orders_msgs"], figures["baseline_orders_rss_mib"] = baseline(
+        bench, "orders", orders, dlq, baseline_n
+    )
     produce(bench, "payments_data_producer.py", payments, baseline_n, "--orphan-every", 0)
     figures["baseline_payments_msgs"], figures["baseline_payments_rss_mib"] = baseline(
         bench, "payments", payments, dlq, baseline_n
@@ -239,8 +258,20 @@ def one_repeat(bench: Bench, n: int, baseline_n: int, latency_rate: int, latency
     log.info("latency at %d msg/s for %d s", latency_rate, latency_seconds)
     orders = bench.topic("latency")
     consumer = subprocess.Popen(
-        [PY, "order_data_consumer.py", "--subscription", f"{orders}-sub", "--dead-letter-topic", dlq, "--exit-after-idle", "5"],
-        cwd=ROOT, env=bench.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            PY,
+            "order_data_consumer.py",
+            "--subscription",
+            f"{orders}-sub",
+            "--dead-letter-topic",
+            dlq,
+            "--exit-after-idle",
+            "5",
+        ],
+        cwd=ROOT,
+        env=bench.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     time.sleep(3)  # the consumer connects before the first message is published
     produce(bench, "order_data_producer.py", orders, latency_rate * latency_seconds, rate=latency_rate)
@@ -261,10 +292,16 @@ LABELS = [  # key, row label, chart label
     ("payment_consumer_2w_msgs", "ingest_in_fact_table.py --workers 2 (this project)", "payment consumer, 2 workers"),
     ("baseline_payments_msgs", "BASELINE payments: pull 10, sync SELECT + UPDATE each", "BASELINE payments"),
     ("ceiling_pull_ack_msgs", "ceiling: pull 1,000 + bulk ack, no database", "ceiling: pull + ack"),
-    ("ceiling_inserts_1p_msgs", "ceiling: prepared INSERTs, 1 process, 512 in flight, no Pub/Sub",
-     "ceiling: INSERTs, 1 process"),
-    ("ceiling_inserts_2p_msgs", "ceiling: prepared INSERTs, 2 processes, 256 in flight each, no Pub/Sub",
-     "ceiling: INSERTs, 2 processes"),
+    (
+        "ceiling_inserts_1p_msgs",
+        "ceiling: prepared INSERTs, 1 process, 512 in flight, no Pub/Sub",
+        "ceiling: INSERTs, 1 process",
+    ),
+    (
+        "ceiling_inserts_2p_msgs",
+        "ceiling: prepared INSERTs, 2 processes, 256 in flight each, no Pub/Sub",
+        "ceiling: INSERTs, 2 processes",
+    ),
 ]
 
 RATIOS = {  # name: (numerator, denominator); computed within each repeat, then the median
@@ -279,9 +316,16 @@ RATIOS = {  # name: (numerator, denominator); computed within each repeat, then 
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine())
-    memory_gib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
+    memory = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
+    memory_gib = int(memory.group(1)) / 2**20 if memory else 0.0
     return f"{os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB, Python {platform.python_version()}"
 
 
@@ -306,12 +350,24 @@ def report(runs: list[dict[str, float]], n: int, baseline_n: int, latency_rate: 
         each = [run[top] / run[bottom] for run in runs]
         ratios[name] = statistics.median(each)
         lines.append(f"| {name} | {ratios[name]:.2f} | {', '.join(f'{r:.2f}' for r in each)} |")
-    latency = [f"{q} {median[f'latency_{q}_ms']:.0f} ms" for q in ("p50", "p90", "p99", "max")
-               if f"latency_{q}_ms" in median]
-    lines += ["", f"End-to-end latency of the order consumer at a steady {latency_rate:,} msg/s (publish time to "
-              "row written and acked, median of the repeats): " + ", ".join(latency) + "."]
-    return {"machine": machine(), "n": n, "baseline_n": baseline_n, "latency_rate": latency_rate, "runs": runs,
-            "median": median, "ratios": ratios, "table": "\n".join(lines)}
+    latency = [
+        f"{q} {median[f'latency_{q}_ms']:.0f} ms" for q in ("p50", "p90", "p99", "max") if f"latency_{q}_ms" in median
+    ]
+    lines += [
+        "",
+        f"End-to-end latency of the order consumer at a steady {latency_rate:,} msg/s (publish time to "
+        "row written and acked, median of the repeats): " + ", ".join(latency) + ".",
+    ]
+    return {
+        "machine": machine(),
+        "n": n,
+        "baseline_n": baseline_n,
+        "latency_rate": latency_rate,
+        "runs": runs,
+        "median": median,
+        "ratios": ratios,
+        "table": "\n".join(lines),
+    }
 
 
 def chart(result: dict[str, object], path: Path) -> None:
@@ -320,19 +376,22 @@ def chart(result: dict[str, object], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    median: dict[str, float] = result["median"]  # type: ignore[assignment]
+    median = cast(dict[str, float], result["median"])  # latest.json as written by write_results
     figure, (bars, latency) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [2.2, 1]})
     rows = LABELS[::-1]  # top to bottom in the table's order
     colours = {"BASELINE": "#d98c8c", "ceiling": "#b5b5b5"}
     values = [median[key] for key, _, _ in rows]
     positions = range(len(rows))
-    bars.barh(positions, values, color=[next((c for k, c in colours.items() if short.startswith(k)), "#7a9cc6")
-                                        for _, _, short in rows])
+    bars.barh(
+        positions,
+        values,
+        color=[next((c for k, c in colours.items() if short.startswith(k)), "#7a9cc6") for _, _, short in rows],
+    )
     bars.set_yticks(positions, [short for _, _, short in rows])
     bars.set_xscale("log")
     bars.set_xlim(right=max(values) * 4)
     bars.set_xlabel("messages per second (log scale, median of the repeats)")
-    for y, value in zip(positions, values):
+    for y, value in zip(positions, values, strict=True):
         bars.text(value * 1.05, y, f"{value:,.0f}", va="center", fontsize=8)
     quantiles = [q for q in ("p50", "p90", "p99", "max") if f"latency_{q}_ms" in median]
     latency.plot(quantiles, [median[f"latency_{q}_ms"] for q in quantiles], marker="o", color="#7a9cc6")

@@ -12,22 +12,34 @@ import re
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from cassandra.concurrent import execute_concurrent_with_args
 from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
-from google.protobuf import duration_pb2
 
 from . import cli
 from .cassandra_io import TABLE, connect, connect_session
 from .config import (
-    ORDERS_DLQ_TOPIC, ORDERS_TOPIC, PAYMENTS_DLQ_TOPIC, PAYMENTS_TOPIC,
-    CassandraSettings, PubSubSettings, subscription_for,
+    ORDERS_DLQ_TOPIC,
+    ORDERS_TOPIC,
+    PAYMENTS_DLQ_TOPIC,
+    PAYMENTS_TOPIC,
+    CassandraSettings,
+    PubSubSettings,
+    subscription_for,
 )
 from .errors import TransientStoreError
 
-__all__ = ["SubscriptionSpec", "pipeline_subscriptions", "ensure_topics", "ensure_subscriptions", "apply_schema", "audit"]
+__all__ = [
+    "SubscriptionSpec",
+    "apply_schema",
+    "audit",
+    "ensure_subscriptions",
+    "ensure_topics",
+    "pipeline_subscriptions",
+]
 
 log = logging.getLogger(__name__)
 SCHEMA = Path(__file__).resolve().parent.parent / "schema.cql"
@@ -82,8 +94,8 @@ def ensure_subscriptions(settings: PubSubSettings, specs: list[SubscriptionSpec]
                     "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
                 }
                 request["retry_policy"] = {
-                    "minimum_backoff": duration_pb2.Duration(seconds=spec.minimum_backoff),
-                    "maximum_backoff": duration_pb2.Duration(seconds=spec.maximum_backoff),
+                    "minimum_backoff": timedelta(seconds=spec.minimum_backoff),
+                    "maximum_backoff": timedelta(seconds=spec.maximum_backoff),
                 }
             try:
                 subscriber.create_subscription(request=request)
@@ -128,7 +140,9 @@ def count_waiting(settings: PubSubSettings, subscription: str, limit: int = 1_00
             # Keep what is counted leased until the end, so it is not counted twice.
             subscriber.modify_ack_deadline(subscription=path, ack_ids=ack_ids, ack_deadline_seconds=120)
         for start in range(0, len(seen), 1000):
-            subscriber.modify_ack_deadline(subscription=path, ack_ids=seen[start : start + 1000], ack_deadline_seconds=0)
+            subscriber.modify_ack_deadline(
+                subscription=path, ack_ids=seen[start : start + 1000], ack_deadline_seconds=0
+            )
     return len(seen)
 
 

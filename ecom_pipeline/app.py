@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import TypeVar
 
@@ -51,10 +51,15 @@ def _attributes_for(kind: Kind) -> AttributesFor:
     """How a dead letter's attributes are built: the replay also counts its attempts."""
 
     def build(message: Received, reason: DeadLetter, subscription: str) -> dict[str, str]:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         attributes = dead_letter_attributes(
-            message.attributes, code=reason.code, detail=reason.detail, subscription=subscription,
-            message_id=message.message_id, publish_time=message.publish_time, failed_at=now,
+            message.attributes,
+            code=reason.code,
+            detail=reason.detail,
+            subscription=subscription,
+            message_id=message.message_id,
+            publish_time=message.publish_time,
+            failed_at=now,
             from_dead_letters=kind is Kind.REPLAY,
         )
         return replay_attributes(attributes, replayed_at=now) if kind is Kind.REPLAY else attributes
@@ -75,10 +80,15 @@ def run_consumer(
     dead_letters = connect_dead_letter_publisher(pubsub, settings.dead_letter_topic)
     store = None
     try:
-        pubsub_ready = wait_until_ready(lambda: (subscription.ack_deadline(), dead_letters.check()), stop, "Pub/Sub")
-        if pubsub_ready is None:
+
+        def check_pubsub() -> int:
+            deadline = subscription.ack_deadline()
+            dead_letters.check()
+            return deadline
+
+        subscription_deadline = wait_until_ready(check_pubsub, stop, "Pub/Sub")
+        if subscription_deadline is None:
             return ConsumerStats()
-        subscription_deadline, _ = pubsub_ready
         store = wait_until_ready(lambda: connect(cassandra, reads=kind is not Kind.ORDERS), stop, "Cassandra")
         if store is None:
             return ConsumerStats()
@@ -91,7 +101,9 @@ def run_consumer(
             handler = ReplayHandler(store, settings.replay_interval)
         # Extend leases well within the shorter of our deadline and the subscription's own.
         lease_tick = min(settings.ack_deadline, subscription_deadline) / 3
-        consumer = Consumer(subscription, handler, dead_letters, settings, stop, _attributes_for(kind), lease_tick=lease_tick)
+        consumer = Consumer(
+            subscription, handler, dead_letters, settings, stop, _attributes_for(kind), lease_tick=lease_tick
+        )
         log.info("consuming %s, dead letters to %s", settings.subscription, settings.dead_letter_topic)
         stats = consumer.run()
     finally:

@@ -12,13 +12,21 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from cassandra import AuthenticationFailed, ConsistencyLevel, InvalidRequest, OperationTimedOut, Timeout, Unauthorized, Unavailable
+from cassandra import (
+    AuthenticationFailed,
+    ConsistencyLevel,
+    InvalidRequest,
+    OperationTimedOut,
+    Timeout,
+    Unauthorized,
+    Unavailable,
+)
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.concurrent import execute_concurrent_with_args
 from cassandra.connection import ConnectionException
-from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
+from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
 from cassandra.query import PreparedStatement, SimpleStatement
 
 from .config import CassandraSettings
@@ -26,7 +34,13 @@ from .errors import FatalStoreError, StoreError, TransientStoreError
 from .messages import ORDER_COLUMNS, PAYMENT_COLUMNS
 
 __all__ = [
-    "FactStore", "connect", "connect_session", "translate_error", "unmeetable_consistency", "TABLE", "INSERT_ORDER",
+    "INSERT_ORDER",
+    "TABLE",
+    "FactStore",
+    "connect",
+    "connect_session",
+    "translate_error",
+    "unmeetable_consistency",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,7 +86,7 @@ def translate_error(exc: BaseException) -> StoreError:
 def _only_refused_logins(exc: BaseException) -> bool:
     """Every node answered, and refused our credentials: not an outage."""
     errors = getattr(exc, "errors", None) if isinstance(exc, NoHostAvailable) else None
-    return bool(errors) and all(isinstance(e, AuthenticationFailed) for e in errors.values())
+    return bool(errors) and all(isinstance(e, AuthenticationFailed) for e in dict(errors or {}).values())
 
 
 def _replicas(factor: str) -> int:
@@ -101,9 +115,14 @@ def unmeetable_consistency(
     if consistency == "EACH_QUORUM" and reads:
         return "CASSANDRA_CONSISTENCY=EACH_QUORUM is only supported for writes, and this consumer reads"
     needed, available, where = {
-        "ONE": (1, total, ""), "TWO": (2, total, ""), "THREE": (3, total, ""), "QUORUM": (total // 2 + 1, total, ""),
-        "ALL": (total, total, ""), "EACH_QUORUM": (1, min(per_dc.values(), default=0), " in every data centre"),
-        "LOCAL_ONE": (1, local, f" in data centre {local_dc}"), "LOCAL_QUORUM": (local // 2 + 1, local, f" in data centre {local_dc}"),
+        "ONE": (1, total, ""),
+        "TWO": (2, total, ""),
+        "THREE": (3, total, ""),
+        "QUORUM": (total // 2 + 1, total, ""),
+        "ALL": (total, total, ""),
+        "EACH_QUORUM": (1, min(per_dc.values(), default=0), " in every data centre"),
+        "LOCAL_ONE": (1, local, f" in data centre {local_dc}"),
+        "LOCAL_QUORUM": (local // 2 + 1, local, f" in data centre {local_dc}"),
     }[consistency]
     if available >= max(needed, 1):
         return None
@@ -142,12 +161,15 @@ class FactStore:
         """Which of these orders exist, and the error for each one that could not be checked."""
         unique = list(dict.fromkeys(order_ids))
         results = execute_concurrent_with_args(
-            self._session, self._statements.order_exists, [(order_id,) for order_id in unique],
-            concurrency=CONCURRENCY, raise_on_first_error=False,
+            self._session,
+            self._statements.order_exists,
+            [(order_id,) for order_id in unique],
+            concurrency=CONCURRENCY,
+            raise_on_first_error=False,
         )
         found: set[int] = set()
         failed: dict[int, StoreError] = {}
-        for order_id, (ok, result) in zip(unique, results):
+        for order_id, (ok, result) in zip(unique, results, strict=True):
             if not ok:
                 failed[order_id] = translate_error(result)
             elif result.one() is not None:
@@ -222,9 +244,7 @@ def connect(settings: CassandraSettings, *, reads: bool = True) -> FactStore:
         statements = _Statements(
             insert_order=session.prepare(INSERT_ORDER),
             order_exists=session.prepare(f"SELECT order_id FROM {TABLE} WHERE order_id = ?"),
-            update_payment=session.prepare(
-                f"UPDATE {TABLE} USING TIMESTAMP ? SET {payment_set} WHERE order_id = ?"
-            ),
+            update_payment=session.prepare(f"UPDATE {TABLE} USING TIMESTAMP ? SET {payment_set} WHERE order_id = ?"),
         )
     except BaseException as exc:
         cluster.shutdown()
@@ -240,7 +260,8 @@ def connect(settings: CassandraSettings, *, reads: bool = True) -> FactStore:
 def _check_keyspace(session: Session, settings: CassandraSettings, *, reads: bool) -> None:
     # Schema tables are on every node: read them at ONE, whatever the pipeline's level is.
     replication = SimpleStatement(
-        "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", consistency_level=ConsistencyLevel.ONE
+        "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s",
+        consistency_level=ConsistencyLevel.ONE,
     )
     row = session.execute(replication, (settings.keyspace,)).one()
     if row is None:

@@ -20,8 +20,14 @@ from typing import TypeVar
 
 from .app import Kind, run_consumer
 from .config import (
-    ORDERS_DLQ_TOPIC, ORDERS_TOPIC, PAYMENTS_DLQ_TOPIC, PAYMENTS_TOPIC,
-    CassandraSettings, ConsumerSettings, PubSubSettings, subscription_for,
+    ORDERS_DLQ_TOPIC,
+    ORDERS_TOPIC,
+    PAYMENTS_DLQ_TOPIC,
+    PAYMENTS_TOPIC,
+    CassandraSettings,
+    ConsumerSettings,
+    PubSubSettings,
+    subscription_for,
 )
 from .consumer import ConsumerStats
 from .errors import PipelineError
@@ -30,9 +36,18 @@ from .producer import publish
 from .pubsub_io import connect_publisher
 
 __all__ = [
-    "HelpFormatter", "ranged", "configure_logging", "stop_on_signals", "add_log_level", "ConsumerOptions",
-    "consumer_parser", "consumer_options", "run_consumer_script", "add_producer_arguments", "run_producer_script",
     "FORCED_EXIT",
+    "ConsumerOptions",
+    "HelpFormatter",
+    "add_log_level",
+    "add_producer_arguments",
+    "configure_logging",
+    "consumer_options",
+    "consumer_parser",
+    "ranged",
+    "run_consumer_script",
+    "run_producer_script",
+    "stop_on_signals",
 ]
 
 log = logging.getLogger(__name__)
@@ -131,26 +146,39 @@ def consumer_parser(description: str | None, kind: Kind) -> argparse.ArgumentPar
     parser.add_argument("--dead-letter-topic", default=dead_letter_topic, help="topic for dead letters")
     parser.add_argument("--batch-size", type=ranged(int, 1, 1000), default=1000, help="messages per pull (1-1000)")
     parser.add_argument(
-        "--exit-after-idle", type=ranged(float, 0, above=True), metavar="SECONDS",
+        "--exit-after-idle",
+        type=ranged(float, 0, above=True),
+        metavar="SECONDS",
         help="exit 0 once no message has arrived for this long (unset: run until stopped)",
     )
     parser.add_argument(
-        "--ack-deadline", type=ranged(int, 10, 600), default=60, metavar="SECONDS",
+        "--ack-deadline",
+        type=ranged(int, 10, 600),
+        default=60,
+        metavar="SECONDS",
         help="lease kept on a message while it is processed (10-600); a consumer that dies lets its"
         " messages go after this long",
     )
     parser.add_argument(
-        "--stats-interval", type=ranged(float, 0, above=True), default=5.0, metavar="SECONDS",
+        "--stats-interval",
+        type=ranged(float, 0, above=True),
+        default=5.0,
+        metavar="SECONDS",
         help="seconds between progress lines",
     )
     parser.add_argument(
-        "--workers", type=ranged(int, 1, 64), default=1,
+        "--workers",
+        type=ranged(int, 1, 64),
+        default=1,
         help="consumer processes sharing the subscription; one Python process tops out at about one"
         " core, so use up to one per core",
     )
     if kind is Kind.REPLAY:
         parser.add_argument(
-            "--retry-interval", type=ranged(float, 0, above=True), default=300.0, metavar="SECONDS",
+            "--retry-interval",
+            type=ranged(float, 0, above=True),
+            default=300.0,
+            metavar="SECONDS",
             help="seconds before a payment whose order is still missing is tried again",
         )
     add_log_level(parser)
@@ -178,7 +206,11 @@ def run_consumer_script(options: ConsumerOptions, environ: Mapping[str, str]) ->
     return _run_one(options, environ)
 
 
-def _run_one(options: ConsumerOptions, environ: Mapping[str, str], results: multiprocessing.SimpleQueue | None = None) -> int:
+def _run_one(
+    options: ConsumerOptions,
+    environ: Mapping[str, str],
+    results: multiprocessing.SimpleQueue[ConsumerStats] | None = None,
+) -> int:
     stop = stop_on_signals()
     try:
         pubsub, cassandra = PubSubSettings.from_env(environ), CassandraSettings.from_env(environ)
@@ -194,7 +226,9 @@ def _run_one(options: ConsumerOptions, environ: Mapping[str, str], results: mult
     return 0
 
 
-def _worker(options: ConsumerOptions, environ: Mapping[str, str], results: multiprocessing.SimpleQueue) -> None:
+def _worker(
+    options: ConsumerOptions, environ: Mapping[str, str], results: multiprocessing.SimpleQueue[ConsumerStats]
+) -> None:
     configure_logging(options.log_level, multiprocessing.current_process().name)
     raise SystemExit(_run_one(options, environ, results))
 
@@ -236,7 +270,9 @@ def _run_workers(options: ConsumerOptions, environ: Mapping[str, str]) -> int:
 def add_producer_arguments(parser: argparse.ArgumentParser, topic: str, noun: str) -> None:
     parser.add_argument("--topic", default=topic, help="topic to publish to")
     parser.add_argument("--count", type=ranged(int, 0), help=f"stop after N {noun} (unset: until Ctrl-C)")
-    parser.add_argument("--rate", type=ranged(float, 0), default=10.0, help=f"{noun} per second; 0 = as fast as possible")
+    parser.add_argument(
+        "--rate", type=ranged(float, 0), default=10.0, help=f"{noun} per second; 0 = as fast as possible"
+    )
     parser.add_argument("--seed", type=int, help=f"same seed, same {noun}")
     parser.add_argument("--start-id", type=ranged(int, 1, 2**62), default=1, help="first id")
     add_log_level(parser)
@@ -256,8 +292,12 @@ def run_producer_script(
         return 1
     try:
         stats = publish(
-            publisher, settings.topic_path(args.topic), messages(MockData(args.seed)),
-            count=args.count, rate=args.rate, stop=stop,
+            publisher,
+            settings.topic_path(args.topic),
+            messages(MockData(args.seed)),
+            count=args.count,
+            rate=args.rate,
+            stop=stop,
         )
     except KeyboardInterrupt:
         log.warning("forced exit: messages not yet confirmed may not have been published")

@@ -10,8 +10,14 @@ from typing import TypeVar
 from pydantic import SecretStr
 
 __all__ = [
-    "ORDERS_TOPIC", "PAYMENTS_TOPIC", "ORDERS_DLQ_TOPIC", "PAYMENTS_DLQ_TOPIC",
-    "subscription_for", "PubSubSettings", "CassandraSettings", "ConsumerSettings",
+    "ORDERS_DLQ_TOPIC",
+    "ORDERS_TOPIC",
+    "PAYMENTS_DLQ_TOPIC",
+    "PAYMENTS_TOPIC",
+    "CassandraSettings",
+    "ConsumerSettings",
+    "PubSubSettings",
+    "subscription_for",
 ]
 
 ORDERS_TOPIC = "orders_data"

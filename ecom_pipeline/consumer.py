@@ -18,21 +18,30 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Protocol
 
 from .config import ConsumerSettings
 from .errors import FatalError
 from .handlers import Handler
 from .policy import Applied, Backoff, DeadLetter, Defer, Fail, Retry
-from .pubsub_io import DeadLetterPublisher, LeaseKeeper, Prefetcher, PubSubUnavailable, Received, SubscriptionClient
+from .pubsub_io import LeaseKeeper, Prefetcher, PubSubUnavailable, Received, Subscription
 
-__all__ = ["Consumer", "ConsumerStats", "AttributesFor", "Settlement", "sort_outcomes"]
+__all__ = ["AttributesFor", "Consumer", "ConsumerStats", "DeadLetters", "Settlement", "sort_outcomes"]
 
 log = logging.getLogger(__name__)
 
 PULL_TIMEOUT = 2.0  # seconds a pull waits when idle; bounds how long stopping takes
+
+
+class DeadLetters(Protocol):
+    """Where dead letters go (`pubsub_io.DeadLetterPublisher`): per message None, or why Pub/Sub
+    refused it for good; raises `PubSubUnavailable` or `FatalError` for the whole call."""
+
+    def publish(self, messages: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[str | None]: ...
+
 
 # Builds a dead letter's attributes from the message, its reason and the source subscription.
 AttributesFor = Callable[[Received, DeadLetter, str], dict[str, str]]
@@ -107,7 +116,7 @@ def sort_outcomes(batch: Sequence[Received], outcomes: Sequence[object]) -> Sett
     if len(outcomes) != len(batch):
         raise ValueError(f"the handler returned {len(outcomes)} outcomes for {len(batch)} messages")
     settlement = Settlement()
-    for message, outcome in zip(batch, outcomes):
+    for message, outcome in zip(batch, outcomes, strict=True):
         if isinstance(outcome, Applied):
             settlement.applied.append(message)
         elif isinstance(outcome, DeadLetter):
@@ -128,9 +137,9 @@ class Consumer:
 
     def __init__(
         self,
-        subscription: SubscriptionClient,
+        subscription: Subscription,
         handler: Handler,
-        dead_letters: DeadLetterPublisher,
+        dead_letters: DeadLetters,
         settings: ConsumerSettings,
         stop: threading.Event,
         attributes_for: AttributesFor,
@@ -155,8 +164,12 @@ class Consumer:
         idle_limit = self._settings.exit_after_idle
         pull_timeout = PULL_TIMEOUT if idle_limit is None else max(0.5, min(PULL_TIMEOUT, idle_limit))
         prefetcher = Prefetcher(
-            self._subscription, self._leases, pull_size=self._settings.batch_size,
-            max_buffered=2 * self._settings.batch_size, pull_timeout=pull_timeout, retry_delay=self._backoff.delay,
+            self._subscription,
+            self._leases,
+            pull_size=self._settings.batch_size,
+            max_buffered=2 * self._settings.batch_size,
+            pull_timeout=pull_timeout,
+            retry_delay=self._backoff.delay,
         )
         last_activity = time.monotonic()
         next_report = last_activity + self._settings.stats_interval
@@ -241,7 +254,9 @@ class Consumer:
         """Publish the dead letters: (published, refused for good, to retry)."""
         if not dead:
             return [], [], []
-        letters = [(message.data, self._attributes_for(message, reason, self._subscription.name)) for message, reason in dead]
+        letters = [
+            (message.data, self._attributes_for(message, reason, self._subscription.name)) for message, reason in dead
+        ]
         try:
             refusals = self._dead_letters.publish(letters)
         except PubSubUnavailable as exc:
@@ -249,7 +264,7 @@ class Consumer:
             return [], [], [message for message, _ in dead]
         published: list[tuple[Received, DeadLetter]] = []
         refused: list[Received] = []
-        for (message, reason), refusal in zip(dead, refusals):
+        for (message, reason), refusal in zip(dead, refusals, strict=True):
             if refusal is None:
                 published.append((message, reason))
             else:
@@ -271,7 +286,7 @@ class Consumer:
         self.stats.applied += len(applied)
         for _, reason in dead_lettered:
             self.stats.dead_lettered[reason.code] += 1
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         self.stats.latencies.extend((now - m.publish_time).total_seconds() for m in applied)
 
     def _defer(self, messages: list[Received], seconds: int) -> None:
@@ -291,4 +306,3 @@ class Consumer:
         ack_ids = [m.ack_id for m in messages]
         self._leases.release(ack_ids)
         self._subscription.nack(ack_ids)
-

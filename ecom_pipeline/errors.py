@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 __all__ = [
-    "InvalidMessage", "StoreError", "TransientStoreError", "PipelineError", "FatalError", "FatalStoreError",
+    "FatalError",
+    "FatalStoreError",
+    "InvalidMessage",
+    "PipelineError",
     "ServiceUnavailable",
+    "StoreError",
+    "TransientStoreError",
 ]
 
 

@@ -8,27 +8,36 @@ message can get past (`FatalStoreError`) is raised, not returned: the consumer s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
-from .cassandra_io import FactStore
 from .errors import FatalStoreError, InvalidMessage, StoreError, TransientStoreError
 from .messages import Payment, order_values, parse_order, parse_payment, payment_values
 from .policy import APPLIED, DeadLetter, Fail, Outcome, Retry, event_time_micros, replay_deferral
 from .pubsub_io import Received
 
-__all__ = ["Handler", "OrderHandler", "PaymentHandler", "ReplayHandler", "ORDER_NOT_FOUND", "Clock"]
+__all__ = ["ORDER_NOT_FOUND", "Clock", "Handler", "OrderHandler", "PaymentHandler", "ReplayHandler"]
 
 ORDER_NOT_FOUND = "order_not_found"
 Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Handler(Protocol):
     def handle(self, batch: Sequence[Received]) -> list[Outcome]: ...
+
+
+class Store(Protocol):
+    """What the handlers need of Cassandra (`cassandra_io.FactStore`): one result per row, in order."""
+
+    def insert_orders(self, rows: Sequence[tuple[tuple[object, ...], int]]) -> list[StoreError | None]: ...
+
+    def existing_orders(self, order_ids: Sequence[int]) -> tuple[set[int], dict[int, StoreError]]: ...
+
+    def update_payments(self, rows: Sequence[tuple[int, tuple[object, ...], int]]) -> list[StoreError | None]: ...
 
 
 def _outcome(error: StoreError | None) -> Outcome:
@@ -90,7 +99,7 @@ class _Parser:
 class OrderHandler:
     """Insert each valid order's eight columns; invalid ones become dead letters."""
 
-    def __init__(self, store: FactStore, now: Clock = utc_now) -> None:
+    def __init__(self, store: Store, now: Clock = utc_now) -> None:
         self._store = store
         self._parser = _Parser(from_dead_letters=False, now=now)
 
@@ -112,7 +121,7 @@ class PaymentHandler:
     publish time is trusted (`policy.event_time`).
     """
 
-    def __init__(self, store: FactStore, *, from_dead_letters: bool = False, now: Clock = utc_now) -> None:
+    def __init__(self, store: Store, *, from_dead_letters: bool = False, now: Clock = utc_now) -> None:
         self._store = store
         self._parser = _Parser(from_dead_letters, now)
 
@@ -143,7 +152,7 @@ class PaymentHandler:
 class ReplayHandler:
     """The payment path again, for dead-lettered payments, each tried at most once per interval."""
 
-    def __init__(self, store: FactStore, retry_interval: float, now: Clock = utc_now) -> None:
+    def __init__(self, store: Store, retry_interval: float, now: Clock = utc_now) -> None:
         self._payments = PaymentHandler(store, from_dead_letters=True, now=now)
         self._retry_interval = retry_interval
         self._now = now

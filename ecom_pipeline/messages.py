@@ -7,16 +7,24 @@ Unknown fields are ignored. Every failure is an `InvalidMessage` with a code and
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidMessage
 
 __all__ = [
-    "BIGINT_MAX", "MAX_TEXT_LENGTH", "MAX_LABEL_LENGTH", "Order", "Payment",
-    "parse_order", "parse_payment", "order_values", "payment_values",
-    "ORDER_COLUMNS", "PAYMENT_COLUMNS",
+    "BIGINT_MAX",
+    "MAX_LABEL_LENGTH",
+    "MAX_TEXT_LENGTH",
+    "ORDER_COLUMNS",
+    "PAYMENT_COLUMNS",
+    "Order",
+    "Payment",
+    "order_values",
+    "parse_order",
+    "parse_payment",
+    "payment_values",
 ]
 
 BIGINT_MAX = 2**63 - 1
@@ -70,7 +78,10 @@ ORDER_COLUMNS = tuple(Order.model_fields)
 PAYMENT_COLUMNS = ("payment_id", "payment_method", "card_last_four", "payment_status", "payment_datetime")
 
 
-def _parse(model: type[BaseModel], data: bytes) -> BaseModel:
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _parse(model: type[Model], data: bytes) -> Model:
     try:
         return model.model_validate_json(data)
     except ValidationError as exc:
@@ -94,25 +105,34 @@ def _invalid(exc: ValidationError, data: bytes) -> InvalidMessage:
 
 def parse_order(data: bytes) -> Order:
     """Validate an order message's bytes; raise `InvalidMessage` with the reason otherwise."""
-    return _parse(Order, data)  # type: ignore[return-value]
+    return _parse(Order, data)
 
 
 def parse_payment(data: bytes) -> Payment:
     """Validate a payment message's bytes; raise `InvalidMessage` with the reason otherwise."""
-    return _parse(Payment, data)  # type: ignore[return-value]
+    return _parse(Payment, data)
 
 
 def order_values(order: Order) -> tuple[object, ...]:
     """The order's values in ORDER_COLUMNS order, for the prepared INSERT."""
     return (
-        order.order_id, order.customer_id, order.item, order.quantity, order.price,
-        order.shipping_address, order.order_status, order.creation_date,
+        order.order_id,
+        order.customer_id,
+        order.item,
+        order.quantity,
+        order.price,
+        order.shipping_address,
+        order.order_status,
+        order.creation_date,
     )
 
 
 def payment_values(payment: Payment) -> tuple[object, ...]:
     """The payment's values in PAYMENT_COLUMNS order, for the prepared UPDATE."""
     return (
-        payment.payment_id, payment.payment_method, payment.card_last_four,
-        payment.payment_status, payment.payment_datetime,
+        payment.payment_id,
+        payment.payment_method,
+        payment.card_last_four,
+        payment.payment_status,
+        payment.payment_datetime,
     )

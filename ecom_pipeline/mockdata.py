@@ -9,21 +9,36 @@ digits only, drawn directly: no full card number is ever generated.
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from faker import Faker
 
-__all__ = ["MockData", "ORDER_STATUSES", "PAYMENT_METHODS", "PAYMENT_STATUSES"]
+__all__ = ["ORDER_STATUSES", "PAYMENT_METHODS", "PAYMENT_STATUSES", "MockData"]
 
 PRODUCTS = (
-    "running shoes", "wireless earbuds", "backpack", "coffee grinder", "desk lamp", "yoga mat",
-    "water bottle", "phone case", "mechanical keyboard", "sunglasses", "cookware set", "hoodie",
-    "smart watch", "board game", "throw pillow", "electric kettle", "notebook", "bike helmet",
+    "running shoes",
+    "wireless earbuds",
+    "backpack",
+    "coffee grinder",
+    "desk lamp",
+    "yoga mat",
+    "water bottle",
+    "phone case",
+    "mechanical keyboard",
+    "sunglasses",
+    "cookware set",
+    "hoodie",
+    "smart watch",
+    "board game",
+    "throw pillow",
+    "electric kettle",
+    "notebook",
+    "bike helmet",
 )
 ORDER_STATUSES = ("pending", "confirmed", "shipped", "delivered", "cancelled")
 PAYMENT_METHODS = ("credit_card", "debit_card", "paypal", "apple_pay", "google_pay", "bank_transfer")
 PAYMENT_STATUSES = ("completed", "completed", "completed", "pending", "failed")
-_SEEDED_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+_SEEDED_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class MockData:
@@ -37,10 +52,12 @@ class MockData:
         self._addresses = [fake.address().replace("\n", ", ") for _ in range(pool_size)]
         self._items = [f"{fake.color_name()} {self._rng.choice(PRODUCTS)}" for _ in range(pool_size)]
         # With a seed, dates too are reproducible; without one they are around now.
-        self._epoch = _SEEDED_EPOCH if seed is not None else datetime.now(timezone.utc)
+        self._epoch = _SEEDED_EPOCH if seed is not None else datetime.now(UTC)
 
     def _timestamp(self) -> str:
-        moment = self._epoch + timedelta(seconds=self._rng.randrange(86_400), microseconds=self._rng.randrange(1_000_000))
+        moment = self._epoch + timedelta(
+            seconds=self._rng.randrange(86_400), microseconds=self._rng.randrange(1_000_000)
+        )
         return moment.isoformat(timespec="milliseconds")
 
     def order(self, order_id: int) -> dict[str, object]:

@@ -9,17 +9,29 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 __all__ = [
-    "replay_deferral", "replay_attributes", "Applied", "DeadLetter", "Retry", "Fail", "Defer", "Outcome",
-    "Backoff", "dead_letter_attributes", "event_time", "event_time_micros", "claimed_first_publish_time",
-    "MAX_ATTRIBUTE_BYTES", "MAX_CLOCK_SKEW",
+    "MAX_ATTRIBUTE_BYTES",
+    "MAX_CLOCK_SKEW",
+    "Applied",
+    "Backoff",
+    "DeadLetter",
+    "Defer",
+    "Fail",
+    "Outcome",
+    "Retry",
+    "claimed_first_publish_time",
+    "dead_letter_attributes",
+    "event_time",
+    "event_time_micros",
+    "replay_attributes",
+    "replay_deferral",
 ]
 
 MAX_ATTRIBUTE_BYTES = 1024  # Pub/Sub's limit on one attribute value
 MAX_CLOCK_SKEW = timedelta(seconds=60)  # how far ahead of our clock a write time may be
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SOURCE_PUBLISH_TIME = "source_publish_time"  # recorded by this project when it dead-letters
 POLICY_PUBLISH_TIME = "CloudPubSubDeadLetterSourceTopicPublishTime"  # set by Pub/Sub's policy
 POLICY_SOURCE_SUBSCRIPTION = "CloudPubSubDeadLetterSourceSubscription"
@@ -107,7 +119,7 @@ def dead_letter_attributes(
     attributes.update(
         error=code,
         error_detail=_truncate_utf8(detail),
-        failed_at=failed_at.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
+        failed_at=failed_at.astimezone(UTC).isoformat(timespec="milliseconds"),
     )
     if not from_dead_letters:
         attributes.update(
@@ -126,7 +138,7 @@ def dead_letter_attributes(
 
 
 def _utc(moment: datetime) -> datetime:
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def claimed_first_publish_time(attributes: Mapping[str, str]) -> datetime | None:
@@ -196,5 +208,5 @@ def replay_attributes(dead_letter: dict[str, str], *, replayed_at: datetime) -> 
     except ValueError:
         previous = 0  # anyone can publish to a DLQ: a mangled count must not stop the replay
     attributes["replay_attempts"] = str(previous + 1)
-    attributes["replayed_at"] = replayed_at.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    attributes["replayed_at"] = replayed_at.astimezone(UTC).isoformat(timespec="milliseconds")
     return attributes

@@ -14,7 +14,7 @@ from google.cloud import pubsub_v1
 
 from .mockdata import MockData
 
-__all__ = ["ProducerStats", "publish", "order_messages", "payment_messages", "ORPHAN_ID_OFFSET"]
+__all__ = ["ORPHAN_ID_OFFSET", "ProducerStats", "order_messages", "payment_messages", "publish"]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class ProducerStats:
     started: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def done(self, future: futures.Future) -> None:
+    def done(self, future: futures.Future[str]) -> None:
         error = future.exception()
         with self._lock:
             if error is None:

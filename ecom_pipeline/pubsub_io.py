@@ -20,14 +20,14 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from google.api_core import exceptions as google_exceptions
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import pubsub_v1
-from google.cloud.pubsub_v1.types import BatchSettings, LimitExceededBehavior, PublishFlowControl, PublisherOptions
+from google.cloud.pubsub_v1.types import BatchSettings, LimitExceededBehavior, PublisherOptions, PublishFlowControl
 from google.pubsub_v1.services.publisher import PublisherClient as RawPublisherClient
 from google.pubsub_v1.types import PubsubMessage
 
@@ -35,8 +35,18 @@ from .config import PubSubSettings
 from .errors import FatalError, PipelineError, ServiceUnavailable
 
 __all__ = [
-    "Received", "SubscriptionClient", "DeadLetterPublisher", "LeaseKeeper", "Prefetcher", "connect_subscriber",
-    "connect_dead_letter_publisher", "connect_publisher", "PubSubUnavailable", "publish_chunks",
+    "DeadLetterPublisher",
+    "LeaseKeeper",
+    "Prefetcher",
+    "PubSubUnavailable",
+    "Received",
+    "Subscription",
+    "SubscriptionClient",
+    "connect_dead_letter_publisher",
+    "connect_publisher",
+    "connect_subscriber",
+    "publish_chunks",
+    "translate_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,7 +90,10 @@ def translate_error(exc: google_exceptions.GoogleAPICallError, doing: str, missi
 def _client_options(settings: PubSubSettings) -> dict[str, Any]:
     """The emulator needs no credentials; Google Cloud uses Application Default Credentials."""
     if settings.emulator_host:
-        return {"credentials": AnonymousCredentials(), "client_options": {"api_endpoint": settings.emulator_host}}
+        return {
+            "credentials": AnonymousCredentials(),  # type: ignore[no-untyped-call]  # google-auth leaves its __init__ unannotated
+            "client_options": {"api_endpoint": settings.emulator_host},
+        }
     return {}
 
 
@@ -96,8 +109,22 @@ class Received:
     delivery_attempt: int
 
 
+class Subscription(Protocol):
+    """What the consumer loop, the lease keeper and the prefetcher need of a subscription."""
+
+    name: str
+
+    def pull(self, max_messages: int, timeout: float) -> list[Received]: ...
+
+    def ack(self, ack_ids: Sequence[str]) -> None: ...
+
+    def modify_deadline(self, ack_ids: Sequence[str], seconds: int) -> None: ...
+
+    def nack(self, ack_ids: Sequence[str]) -> None: ...
+
+
 class SubscriptionClient:
-    """Pull, ack, nack and extend leases on one subscription."""
+    """Pull, ack, nack and extend leases on one subscription (a `Subscription`)."""
 
     def __init__(self, subscriber: pubsub_v1.SubscriberClient, subscription_path: str) -> None:
         self._subscriber = subscriber
@@ -130,7 +157,7 @@ class SubscriptionClient:
                 message_id=m.message.message_id,
                 data=m.message.data,
                 attributes=dict(m.message.attributes),
-                publish_time=m.message.publish_time.ToDatetime(tzinfo=timezone.utc),
+                publish_time=m.message.publish_time.ToDatetime(tzinfo=UTC),
                 delivery_attempt=m.delivery_attempt,
             )
             for m in type(response).pb(response).received_messages
@@ -167,7 +194,9 @@ def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
 
 
 def publish_chunks(
-    messages: Sequence[PubsubMessage], max_messages: int = MAX_MESSAGES_PER_PUBLISH, max_bytes: int = MAX_BYTES_PER_PUBLISH
+    messages: Sequence[PubsubMessage],
+    max_messages: int = MAX_MESSAGES_PER_PUBLISH,
+    max_bytes: int = MAX_BYTES_PER_PUBLISH,
 ) -> list[list[int]]:
     """Positions of `messages` grouped into Publish requests within Pub/Sub's count and size limits."""
     chunks: list[list[int]] = []
@@ -198,7 +227,9 @@ class DeadLetterPublisher:
         try:
             self._client.get_topic(topic=self.topic_path, timeout=RPC_TIMEOUT, retry=None)
         except google_exceptions.GoogleAPICallError as exc:
-            raise translate_error(exc, f"reading topic {self.topic_path}", f"dead-letter topic {self.topic_path}") from exc
+            raise translate_error(
+                exc, f"reading topic {self.topic_path}", f"dead-letter topic {self.topic_path}"
+            ) from exc
 
     def publish(self, messages: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[str | None]:
         """Publish every (data, attributes); per message None, or why Pub/Sub refused it for good.
@@ -231,7 +262,7 @@ class DeadLetterPublisher:
             raise translate_error(exc, f"publish to {self.topic_path}", f"dead-letter topic {self.topic_path}") from exc
 
     def close(self) -> None:
-        self._client.transport.close()
+        self._client.transport.close()  # type: ignore[no-untyped-call]  # the generated transport's close() is unannotated
 
 
 class LeaseKeeper:
@@ -245,7 +276,7 @@ class LeaseKeeper:
     so a message nacked or deferred right after it is never re-extended from a stale snapshot.
     """
 
-    def __init__(self, subscription: SubscriptionClient, deadline: int, tick: float) -> None:
+    def __init__(self, subscription: Subscription, deadline: int, tick: float) -> None:
         self._subscription = subscription
         self._deadline = deadline
         self._tick = tick
@@ -297,7 +328,7 @@ class Prefetcher:
 
     def __init__(
         self,
-        subscription: SubscriptionClient,
+        subscription: Subscription,
         leases: LeaseKeeper,
         *,
         pull_size: int,
@@ -345,9 +376,7 @@ class Prefetcher:
         failures = 0
         while not self._stopped.is_set():
             with self._changed:
-                self._changed.wait_for(
-                    lambda: len(self._buffer) < self._max_buffered or self._stopped.is_set()
-                )
+                self._changed.wait_for(lambda: len(self._buffer) < self._max_buffered or self._stopped.is_set())
                 room = self._max_buffered - len(self._buffer)
             if self._stopped.is_set():
                 return
@@ -375,7 +404,9 @@ class Prefetcher:
 def connect_subscriber(settings: PubSubSettings, subscription: str) -> SubscriptionClient:
     """A subscriber client for one subscription; `FatalError` when there are no credentials."""
     try:
-        return SubscriptionClient(pubsub_v1.SubscriberClient(**_client_options(settings)), settings.subscription_path(subscription))
+        return SubscriptionClient(
+            pubsub_v1.SubscriberClient(**_client_options(settings)), settings.subscription_path(subscription)
+        )
     except auth_exceptions.DefaultCredentialsError as exc:
         raise FatalError(NO_CREDENTIALS) from exc
 

@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,11 +79,7 @@ def cassandra_release_version(endpoints: Endpoints, timeout: float = 5.0) -> str
     from cassandra.policies import RoundRobinPolicy
 
     username = os.environ.get("CASSANDRA_USERNAME")
-    auth = (
-        PlainTextAuthProvider(username, os.environ.get("CASSANDRA_PASSWORD", ""))
-        if username
-        else None
-    )
+    auth = PlainTextAuthProvider(username, os.environ.get("CASSANDRA_PASSWORD", "")) if username else None
     cluster = Cluster(
         [endpoints.cassandra_host],
         port=endpoints.cassandra_port,
@@ -108,7 +105,7 @@ def emulator_answers(endpoints: Endpoints, timeout: float = 3.0) -> bool:
     url = f"http://{endpoints.pubsub_host}:{endpoints.pubsub_port}/v1/projects/{endpoints.project}/topics"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
 
@@ -139,8 +136,13 @@ class LocalService:
             # A new session makes the service the leader of its own process group, so `down`
             # can stop it and every child it forks (gcloud leaves a java child behind otherwise).
             process = subprocess.Popen(
-                argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=env,
+                argv,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
             )
         self.pid_file.write_text(f"{process.pid}\n")
         return process.pid
@@ -192,12 +194,18 @@ def _other_members(pgid: int) -> bool:
 
 
 CASSANDRA = LocalService(
-    "cassandra", STACK_DIR / "cassandra.pid", CASSANDRA_DIR / "cassandra.out",
-    "CassandraDaemon", start_timeout=240.0,
+    "cassandra",
+    STACK_DIR / "cassandra.pid",
+    CASSANDRA_DIR / "cassandra.out",
+    "CassandraDaemon",
+    start_timeout=240.0,
 )
 PUBSUB = LocalService(
-    "pubsub-emulator", STACK_DIR / "pubsub.pid", STACK_DIR / "pubsub" / "emulator.log",
-    "pubsub-emulator", start_timeout=90.0,
+    "pubsub-emulator",
+    STACK_DIR / "pubsub.pid",
+    STACK_DIR / "pubsub" / "emulator.log",
+    "pubsub-emulator",
+    start_timeout=90.0,
 )
 
 
@@ -241,7 +249,9 @@ def emulator_launcher() -> Path:
     try:
         sdk_root = subprocess.run(
             ["gcloud", "info", "--format=value(installation.sdk_root)"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError) as exc:
         raise SystemExit(f"the Google Cloud CLI (gcloud) is needed for the Pub/Sub emulator: {exc}") from exc
@@ -260,7 +270,13 @@ def start_pubsub(endpoints: Endpoints) -> int:
     return PUBSUB.spawn(argv, cwd=STACK_DIR, env=env)
 
 
-def ensure(service: LocalService, host: str, answers, start, endpoints: Endpoints) -> None:
+def ensure(
+    service: LocalService,
+    host: str,
+    answers: Callable[[], object],
+    start: Callable[[Endpoints], int],
+    endpoints: Endpoints,
+) -> None:
     """Reuse the service if it answers, wait for it if ours is starting, else start it."""
     if answers():
         pid = service.pid()
@@ -299,8 +315,13 @@ def up(endpoints: Endpoints) -> None:
     # The emulator starts in a few seconds; bring it up first so both boot in parallel.
     if not emulator_answers(endpoints) and endpoints.pubsub_host in LOOPBACK and PUBSUB.pid() is None:
         start_pubsub(endpoints)
-    ensure(CASSANDRA, endpoints.cassandra_host, lambda: cassandra_release_version(endpoints) is not None,
-           start_cassandra, endpoints)
+    ensure(
+        CASSANDRA,
+        endpoints.cassandra_host,
+        lambda: cassandra_release_version(endpoints) is not None,
+        start_cassandra,
+        endpoints,
+    )
     ensure(PUBSUB, endpoints.pubsub_host, lambda: emulator_answers(endpoints), start_pubsub, endpoints)
     log.info("stack ready in %.1f s; for other terminals:", time.monotonic() - started)
     print(endpoints.exports())
@@ -314,9 +335,9 @@ def down() -> None:
 def status(endpoints: Endpoints) -> int:
     version = cassandra_release_version(endpoints)
     emulator = emulator_answers(endpoints)
-    for service, ok, detail in (
-        (CASSANDRA, version is not None, f"release {version}" if version else "not answering"),
-        (PUBSUB, emulator, "answering" if emulator else "not answering"),
+    for service, detail in (
+        (CASSANDRA, f"release {version}" if version else "not answering"),
+        (PUBSUB, "answering" if emulator else "not answering"),
     ):
         pid = service.pid()
         owner = f"pid {pid} (started by this project)" if pid else "no process of this project"

@@ -31,7 +31,6 @@ from google.pubsub_v1.services.publisher import PublisherClient as GapicPublishe
 
 from ecom_pipeline.admin import SubscriptionSpec, ensure_subscriptions, ensure_topics
 from ecom_pipeline.config import PubSubSettings
-from stack.localstack import CASSANDRA  # the local stack's own record of the Cassandra it started
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -77,7 +76,9 @@ def stack_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def cql(stack_env: dict[str, str]) -> Iterator[Session]:
     cluster = Cluster(
-        [stack_env["CASSANDRA_HOSTS"]], port=int(stack_env["CASSANDRA_PORT"]), protocol_version=5,
+        [stack_env["CASSANDRA_HOSTS"]],
+        port=int(stack_env["CASSANDRA_PORT"]),
+        protocol_version=5,
         execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(load_balancing_policy=RoundRobinPolicy())},
         reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None),
     )
@@ -94,9 +95,11 @@ class Topics:
     suffix: str
     publisher: pubsub_v1.PublisherClient = field(default_factory=pubsub_v1.PublisherClient)
     subscriber: pubsub_v1.SubscriberClient = field(default_factory=pubsub_v1.SubscriberClient)
-    raw_publisher: GapicPublisher = field(default_factory=lambda: GapicPublisher(
-        credentials=AnonymousCredentials(), client_options={"api_endpoint": os.environ["PUBSUB_EMULATOR_HOST"]}
-    ))
+    raw_publisher: GapicPublisher = field(
+        default_factory=lambda: GapicPublisher(
+            credentials=AnonymousCredentials(), client_options={"api_endpoint": os.environ["PUBSUB_EMULATOR_HOST"]}
+        )
+    )
 
     def name(self, topic: str) -> str:
         return f"{topic}-{self.suffix}"
@@ -109,7 +112,9 @@ class Topics:
         Publish call: the batching client's keywords `topic`, `data`, `ordering_key`, ... would
         collide with attributes of the same name)."""
         message = pubsub_v1.types.PubsubMessage(data=data, attributes=dict(attributes or {}))
-        response = self.raw_publisher.publish(topic=self.settings.topic_path(self.name(topic)), messages=[message], timeout=30)
+        response = self.raw_publisher.publish(
+            topic=self.settings.topic_path(self.name(topic)), messages=[message], timeout=30
+        )
         return response.message_ids[0]
 
     def publish_json(self, topic: str, records: list[dict[str, object]]) -> None:
@@ -158,8 +163,16 @@ def topics(stack_env: dict[str, str]) -> Iterator[Topics]:
     ensure_subscriptions(
         settings,
         [
-            SubscriptionSpec(names["orders_data"], names["dlq_orders_data"], ack_deadline=10, minimum_backoff=1, maximum_backoff=2),
-            SubscriptionSpec(names["payments_data"], names["dlq_payments_data"], ack_deadline=10, minimum_backoff=1, maximum_backoff=2),
+            SubscriptionSpec(
+                names["orders_data"], names["dlq_orders_data"], ack_deadline=10, minimum_backoff=1, maximum_backoff=2
+            ),
+            SubscriptionSpec(
+                names["payments_data"],
+                names["dlq_payments_data"],
+                ack_deadline=10,
+                minimum_backoff=1,
+                maximum_backoff=2,
+            ),
             SubscriptionSpec(names["dlq_orders_data"], ack_deadline=10),
             SubscriptionSpec(names["dlq_payments_data"], ack_deadline=10),
         ],
@@ -195,7 +208,9 @@ class Script:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"{self.log.name} did not exit within {timeout:.0f} s:\n{self.output()[-3000:]}")
+            raise AssertionError(
+                f"{self.log.name} did not exit within {timeout:.0f} s:\n{self.output()[-3000:]}"
+            ) from None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
@@ -212,7 +227,10 @@ def run_script(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [PYTHON, str(ROOT / script), *map(str, args)],
-                cwd=ROOT, env={**stack_env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env={**stack_env, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         started.append(Script(process, log))
         return started[-1]

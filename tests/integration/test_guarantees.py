@@ -16,8 +16,9 @@ from datetime import datetime
 from cassandra.cluster import Cluster, NoHostAvailable, Session
 
 from ecom_pipeline.admin import SCHEMA, schema_statements
+from stack.localstack import CASSANDRA  # our own Cassandra: its pid is checked to be ours
 
-from .conftest import CASSANDRA, PYTHON, ROOT, Topics, consumer_args, final_counts, wait_for
+from .conftest import PYTHON, ROOT, Topics, consumer_args, final_counts, wait_for
 from .test_pipeline import ORDERS, ORDERS_DLQ, PAYMENTS, PAYMENTS_DLQ, order, payment, rows_in
 
 
@@ -34,7 +35,9 @@ def test_replay_applies_a_payment_once_its_late_order_arrives_and_keeps_true_orp
 ) -> None:
     late, never = first_id, first_id + 1
     topics.publish_json(PAYMENTS, [payment(late), payment(never)])
-    payments = run_script("ingest_in_fact_table.py", *consumer_args(topics, PAYMENTS, PAYMENTS_DLQ, "--exit-after-idle", 3))
+    payments = run_script(
+        "ingest_in_fact_table.py", *consumer_args(topics, PAYMENTS, PAYMENTS_DLQ, "--exit-after-idle", 3)
+    )
     assert payments.wait(120) == 0
     assert final_counts(payments.output())["order_not_found"] == 2
 
@@ -110,8 +113,14 @@ def test_two_consumers_per_subscription_share_the_work_and_the_row_totals_are_ex
     total = 4000
     topics.publish_json(ORDERS, [order(first_id + i) for i in range(total)])
     topics.publish_json(PAYMENTS, [payment(first_id + i) for i in range(total)])
-    for script, source, dead in (("order_data_consumer.py", ORDERS, ORDERS_DLQ), ("ingest_in_fact_table.py", PAYMENTS, PAYMENTS_DLQ)):
-        pair = [run_script(script, *consumer_args(topics, source, dead, "--batch-size", 200, "--exit-after-idle", 5)) for _ in range(2)]
+    for script, source, dead in (
+        ("order_data_consumer.py", ORDERS, ORDERS_DLQ),
+        ("ingest_in_fact_table.py", PAYMENTS, PAYMENTS_DLQ),
+    ):
+        pair = [
+            run_script(script, *consumer_args(topics, source, dead, "--batch-size", 200, "--exit-after-idle", 5))
+            for _ in range(2)
+        ]
         for consumer in pair:
             assert consumer.wait(240) == 0, consumer.output()
         applied = [final_counts(c.output())["applied"] for c in pair]
@@ -161,7 +170,9 @@ def test_workers_share_a_subscription_and_stop_together_on_sigterm(
 ) -> None:
     total = 3000
     topics.publish_json(ORDERS, [order(first_id + i) for i in range(total)])
-    consumer = run_script("order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ, "--workers", 2, "--batch-size", 200))
+    consumer = run_script(
+        "order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ, "--workers", 2, "--batch-size", 200)
+    )
     wait_for(lambda: count_rows(cql, first_id, total) == total, 120, f"{total} rows written by two workers")
     consumer.stop(signal.SIGTERM)
     assert consumer.wait(60) == 0, consumer.output()

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from cassandra.cluster import Session
 
-from .conftest import CASSANDRA, Topics, consumer_args, final_counts, wait_for
+from stack.localstack import CASSANDRA  # our own Cassandra: its pid is checked to be ours
+
+from .conftest import Topics, consumer_args, final_counts, wait_for
 from .test_pipeline import ORDERS, ORDERS_DLQ, PAYMENTS, PAYMENTS_DLQ, order, rows_in
 
 # The keyword arguments of PublisherClient.publish(topic, data, ordering_key, retry, timeout).
@@ -64,7 +66,9 @@ def test_a_mistyped_dead_letter_topic_is_refused_at_start_with_one_line(run_scri
 
 
 def test_a_missing_subscription_is_refused_at_start_with_one_line(run_script, topics: Topics) -> None:
-    consumer = run_script("order_data_consumer.py", "--subscription", "no-such-sub", "--dead-letter-topic", topics.name(ORDERS_DLQ))
+    consumer = run_script(
+        "order_data_consumer.py", "--subscription", "no-such-sub", "--dead-letter-topic", topics.name(ORDERS_DLQ)
+    )
     assert consumer.wait(60) == 1, consumer.output()
     [line] = error_lines(consumer.output())
     assert "no-such-sub" in line and "does not exist" in line
@@ -103,7 +107,9 @@ def test_a_dead_letter_topic_deleted_at_run_time_stops_the_consumer_and_hands_th
 def test_a_far_future_publish_time_claimed_on_an_input_topic_does_not_pin_the_row(
     run_script, topics: Topics, cql: Session, first_id: int, attribute: str
 ) -> None:
-    topics.publish(ORDERS, json.dumps(order(first_id, order_status="pinned")).encode(), {attribute: "2999-01-01T00:00:00+00:00"})
+    topics.publish(
+        ORDERS, json.dumps(order(first_id, order_status="pinned")).encode(), {attribute: "2999-01-01T00:00:00+00:00"}
+    )
     consumer = run_script("order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ))
     wait_for(lambda: rows_in(cql, first_id, 1), 60, "the first version")
     topics.publish_json(ORDERS, [order(first_id, order_status="shipped")])  # a later version
@@ -118,7 +124,11 @@ def test_a_far_past_publish_time_claimed_on_an_input_topic_does_not_make_the_wri
     topics.publish_json(ORDERS, [order(first_id, order_status="first")])
     consumer = run_script("order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ))
     wait_for(lambda: rows_in(cql, first_id, 1), 60, "the first version")
-    topics.publish(ORDERS, json.dumps(order(first_id, order_status="second")).encode(), {"source_publish_time": "1971-01-01T00:00:00+00:00"})
+    topics.publish(
+        ORDERS,
+        json.dumps(order(first_id, order_status="second")).encode(),
+        {"source_publish_time": "1971-01-01T00:00:00+00:00"},
+    )
     wait_for(lambda: rows_in(cql, first_id, 1)[first_id].order_status == "second", 60, "the later version to win")
     consumer.stop(signal.SIGTERM)
     assert consumer.wait(30) == 0
@@ -158,8 +168,11 @@ def test_without_emulator_and_without_credentials_one_line_says_what_to_set(
     home = tmp_path / "home"
     home.mkdir()
     env = {
-        "PUBSUB_EMULATOR_HOST": "", "HOME": str(home), "CLOUDSDK_CONFIG": str(home / "gcloud"),
-        "GOOGLE_APPLICATION_CREDENTIALS": "", "NO_GCE_CHECK": "True",  # never ask a metadata server
+        "PUBSUB_EMULATOR_HOST": "",
+        "HOME": str(home),
+        "CLOUDSDK_CONFIG": str(home / "gcloud"),
+        "GOOGLE_APPLICATION_CREDENTIALS": "",
+        "NO_GCE_CHECK": "True",  # never ask a metadata server
     }
     consumer = run_script("order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ), env=env)
     assert consumer.wait(60) == 1, consumer.output()
@@ -170,14 +183,18 @@ def test_without_emulator_and_without_credentials_one_line_says_what_to_set(
 
 
 def test_a_non_numeric_port_names_the_variable(run_script, topics: Topics) -> None:
-    consumer = run_script("order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ), env={"CASSANDRA_PORT": "abc"})
+    consumer = run_script(
+        "order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ), env={"CASSANDRA_PORT": "abc"}
+    )
     assert consumer.wait(30) == 1
     [line] = error_lines(consumer.output())
     assert "CASSANDRA_PORT" in line and "abc" in line
     assert "Traceback" not in consumer.output()
 
 
-def test_an_unreachable_cassandra_gives_one_line_per_retry_and_sigterm_still_exits_0(run_script, topics: Topics) -> None:
+def test_an_unreachable_cassandra_gives_one_line_per_retry_and_sigterm_still_exits_0(
+    run_script, topics: Topics
+) -> None:
     consumer = run_script(
         "ingest_in_fact_table.py", *consumer_args(topics, PAYMENTS, PAYMENTS_DLQ), env={"CASSANDRA_PORT": "1"}
     )

@@ -14,10 +14,19 @@ from ecom_pipeline.config import PubSubSettings
 from .conftest import PYTHON, ROOT
 
 EXPECTED_COLUMNS = {
-    "order_id": "bigint", "customer_id": "bigint", "item": "text", "quantity": "bigint",
-    "price": "double", "shipping_address": "text", "order_status": "text", "creation_date": "text",
-    "payment_id": "bigint", "payment_method": "text", "card_last_four": "text",
-    "payment_status": "text", "payment_datetime": "text",
+    "order_id": "bigint",
+    "customer_id": "bigint",
+    "item": "text",
+    "quantity": "bigint",
+    "price": "double",
+    "shipping_address": "text",
+    "order_status": "text",
+    "creation_date": "text",
+    "payment_id": "bigint",
+    "payment_method": "text",
+    "card_last_four": "text",
+    "payment_status": "text",
+    "payment_datetime": "text",
 }
 
 
@@ -58,9 +67,7 @@ def test_setup_twice_leaves_exactly_the_designed_topics_subscriptions_and_column
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     project = f"projects/{settings.project}"
     topics = {t.name.rsplit("/", 1)[1] for t in publisher.list_topics(project=project)}
-    subscriptions = {
-        s.name.rsplit("/", 1)[1]: s for s in subscriber.list_subscriptions(project=project)
-    }
+    subscriptions = {s.name.rsplit("/", 1)[1]: s for s in subscriber.list_subscriptions(project=project)}
     designed = {"orders_data", "payments_data", "dlq_orders_data", "dlq_payments_data"}
     # Tests running beside this one add uuid-suffixed topics; the designed names are exact.
     assert designed <= topics

@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from ecom_pipeline.errors import StoreError
 from ecom_pipeline.pubsub_io import Received
 
 ROOT = Path(__file__).resolve().parents[2]
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-PUBLISH_TIME = datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+PUBLISH_TIME = datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
 
 
 def order_dict(**overrides: object) -> dict[str, object]:
@@ -96,7 +97,7 @@ class FakeFactStore:
 
     def insert_orders(self, rows: Sequence[tuple[tuple[object, ...], int]]) -> list[StoreError | None]:
         self.inserted.extend(rows)
-        return [self.insert_errors.get(int(values[0])) for values, _ in rows]  # type: ignore[call-overload]
+        return [self.insert_errors.get(cast(int, values[0])) for values, _ in rows]  # order_id comes first
 
     def existing_orders(self, order_ids: Sequence[int]) -> tuple[set[int], dict[int, StoreError]]:
         self.lookups.append(list(order_ids))

@@ -7,8 +7,16 @@ from collections.abc import Sequence
 
 import pytest
 from cassandra import (
-    AuthenticationFailed, FunctionFailure, InvalidRequest, OperationTimedOut, ReadFailure, ReadTimeout, Unauthorized,
-    Unavailable, WriteFailure, WriteTimeout,
+    AuthenticationFailed,
+    FunctionFailure,
+    InvalidRequest,
+    OperationTimedOut,
+    ReadFailure,
+    ReadTimeout,
+    Unauthorized,
+    Unavailable,
+    WriteFailure,
+    WriteTimeout,
 )
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionException
@@ -96,7 +104,13 @@ NTS = {"class": "org.apache.cassandra.locator.NetworkTopologyStrategy", "dc1": "
         ("THREE", SIMPLE_3, "datacenter1", True, None),
         ("LOCAL_QUORUM", NTS, "dc1", True, None),
         ("LOCAL_ONE", NTS, "dc2", True, None),
-        ("LOCAL_QUORUM", NTS, "dc3", True, "needs 1 replicas in data centre dc3, but keyspace ks has replication factor 0"),
+        (
+            "LOCAL_QUORUM",
+            NTS,
+            "dc3",
+            True,
+            "needs 1 replicas in data centre dc3, but keyspace ks has replication factor 0",
+        ),
         ("EACH_QUORUM", NTS, "dc1", False, None),
         ("EACH_QUORUM", NTS, "dc1", True, "only supported for writes"),
         ("THREE", {"class": "NetworkTopologyStrategy", "dc1": "2/1"}, "dc1", True, "replication factor 2"),
@@ -158,15 +172,15 @@ class FakeRawPublisher:
 def test_attributes_named_like_keywords_travel_as_a_map():
     raw = FakeRawPublisher()
     hostile = {"topic": "a", "data": "b", "ordering_key": "c", "retry": "d", "timeout": "e", "": "empty name"}
-    assert DeadLetterPublisher(raw, "projects/p/topics/t").publish([(b"x", hostile)]) == [None]  # type: ignore[arg-type]
+    assert DeadLetterPublisher(raw, "projects/p/topics/t").publish([(b"x", hostile)]) == [None]  # type: ignore[arg-type]  # a fake of the generated client's publish() alone
     [[message]] = raw.requests
     assert (message.data, dict(message.attributes)) == (b"x", hostile)
 
 
 def test_a_refused_dead_letter_is_isolated_and_the_rest_are_published():
     raw = FakeRawPublisher()
-    letters = [(b"ok-1", {}), (b"refuse", {}), (b"ok-2", {}), (b"ok-3", {})]
-    refusals = DeadLetterPublisher(raw, "projects/p/topics/t").publish(letters)  # type: ignore[arg-type]
+    letters: list[tuple[bytes, dict[str, str]]] = [(b"ok-1", {}), (b"refuse", {}), (b"ok-2", {}), (b"ok-3", {})]
+    refusals = DeadLetterPublisher(raw, "projects/p/topics/t").publish(letters)  # type: ignore[arg-type]  # a fake of the generated client's publish() alone
     assert refusals[1] is not None and "too many attributes" in refusals[1]
     assert [refusals[0], refusals[2], refusals[3]] == [None, None, None]
     accepted = [m.data for request in raw.requests if not any(x.data == b"refuse" for x in request) for m in request]
@@ -175,8 +189,11 @@ def test_a_refused_dead_letter_is_isolated_and_the_rest_are_published():
 
 @pytest.mark.parametrize(
     ("error", "kind"),
-    [(google_exceptions.ServiceUnavailable("down"), PubSubUnavailable), (google_exceptions.NotFound("gone"), FatalError)],
+    [
+        (google_exceptions.ServiceUnavailable("down"), PubSubUnavailable),
+        (google_exceptions.NotFound("gone"), FatalError),
+    ],
 )
 def test_a_dead_letter_publish_error_is_raised_as_the_pipelines_own(error, kind):
     with pytest.raises(kind):
-        DeadLetterPublisher(FakeRawPublisher(error), "projects/p/topics/t").publish([(b"x", {})])  # type: ignore[arg-type]
+        DeadLetterPublisher(FakeRawPublisher(error), "projects/p/topics/t").publish([(b"x", {})])  # type: ignore[arg-type]  # a fake of the generated client's publish() alone

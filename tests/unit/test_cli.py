@@ -3,6 +3,7 @@ and the two-signal stop. No service needed."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 
@@ -37,7 +38,7 @@ def test_out_of_range_consumer_flags_are_usage_errors(argv, words, capsys):
 
 @pytest.mark.parametrize("argv", [["--count", "-1"], ["--rate", "-0.5"], ["--start-id", "0"]])
 def test_out_of_range_producer_flags_are_usage_errors(argv, capsys):
-    parser = cli.argparse.ArgumentParser()
+    parser = argparse.ArgumentParser()
     cli.add_producer_arguments(parser, "orders_data", "orders")
     with pytest.raises(SystemExit) as exit_:
         parser.parse_args(argv)
@@ -74,8 +75,15 @@ def test_help_shows_every_default_and_no_none(capsys):
     with pytest.raises(SystemExit):
         cli.consumer_parser("doc", Kind.REPLAY).parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for default in ("(default: 1000)", "(default: 60)", "(default: 5.0)", "(default: 1)", "(default: INFO)",
-                    "(default: 300.0)", "(default: dlq_payments_data-sub)"):
+    for default in (
+        "(default: 1000)",
+        "(default: 60)",
+        "(default: 5.0)",
+        "(default: 1)",
+        "(default: INFO)",
+        "(default: 300.0)",
+        "(default: dlq_payments_data-sub)",
+    ):
         assert default in text
     assert "None" not in text
 

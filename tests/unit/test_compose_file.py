@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+from typing import Any
 
 import pytest
 import yaml
@@ -15,17 +16,17 @@ COMPOSE_FILE = ROOT / "docker-compose-cassandra.yml"
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict:
+def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE_FILE.read_text())
 
 
 @pytest.fixture(scope="module")
-def cassandra(compose) -> dict:
+def cassandra(compose) -> dict[str, Any]:
     return compose["services"]["cassandra"]
 
 
 @pytest.fixture(scope="module")
-def emulator(compose) -> dict:
+def emulator(compose) -> dict[str, Any]:
     return compose["services"]["pubsub-emulator"]
 
 
@@ -43,7 +44,7 @@ def default_endpoints():
         del sys.modules[spec.name]
 
 
-def published_ports(service: dict) -> dict[int, int]:
+def published_ports(service: dict[str, Any]) -> dict[int, int]:
     """{container port: host port} from a service's `ports` (short syntax, optional host IP)."""
     mapping = {}
     for entry in service.get("ports", []):
@@ -53,7 +54,7 @@ def published_ports(service: dict) -> dict[int, int]:
     return mapping
 
 
-def command_text(service: dict) -> str:
+def command_text(service: dict[str, Any]) -> str:
     command = service.get("command", "")
     return command if isinstance(command, str) else " ".join(map(str, command))
 
@@ -119,7 +120,9 @@ def test_the_emulator_listens_on_all_interfaces_of_its_published_port(emulator):
 
 def test_the_code_defaults_are_the_ports_and_project_the_compose_file_uses(default_endpoints):
     assert (default_endpoints.cassandra_port, default_endpoints.pubsub_port, default_endpoints.project) == (
-        9042, 8085, "ecom-local",
+        9042,
+        8085,
+        "ecom-local",
     )
 
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 
 from ecom_pipeline.config import (
-    ORDERS_DLQ_TOPIC, ORDERS_TOPIC, PAYMENTS_DLQ_TOPIC, PAYMENTS_TOPIC,
-    CassandraSettings, PubSubSettings, subscription_for,
+    ORDERS_DLQ_TOPIC,
+    ORDERS_TOPIC,
+    PAYMENTS_DLQ_TOPIC,
+    PAYMENTS_TOPIC,
+    CassandraSettings,
+    PubSubSettings,
+    subscription_for,
 )
 
 PASSWORD = "s3cr3t-Pa55w0rd-7f2c"
@@ -14,7 +19,10 @@ PASSWORD = "s3cr3t-Pa55w0rd-7f2c"
 
 def test_the_design_topic_names():
     assert (ORDERS_TOPIC, PAYMENTS_TOPIC, PAYMENTS_DLQ_TOPIC, ORDERS_DLQ_TOPIC) == (
-        "orders_data", "payments_data", "dlq_payments_data", "dlq_orders_data",
+        "orders_data",
+        "payments_data",
+        "dlq_payments_data",
+        "dlq_orders_data",
     )
 
 
@@ -47,15 +55,17 @@ def test_an_empty_host_list_falls_back_to_localhost():
 
 
 def test_cassandra_settings_parse_every_variable():
-    settings = CassandraSettings.from_env({
-        "CASSANDRA_PORT": "19042",
-        "CASSANDRA_KEYSPACE": "ecom_test_1",
-        "CASSANDRA_USERNAME": "pipeline",
-        "CASSANDRA_PASSWORD": PASSWORD,
-        "CASSANDRA_CONSISTENCY": "local_one",
-        "CASSANDRA_LOCAL_DC": "dc1",
-        "CASSANDRA_REQUEST_TIMEOUT": "2.5",
-    })
+    settings = CassandraSettings.from_env(
+        {
+            "CASSANDRA_PORT": "19042",
+            "CASSANDRA_KEYSPACE": "ecom_test_1",
+            "CASSANDRA_USERNAME": "pipeline",
+            "CASSANDRA_PASSWORD": PASSWORD,
+            "CASSANDRA_CONSISTENCY": "local_one",
+            "CASSANDRA_LOCAL_DC": "dc1",
+            "CASSANDRA_REQUEST_TIMEOUT": "2.5",
+        }
+    )
     assert settings.port == 19042
     assert settings.keyspace == "ecom_test_1"
     assert settings.username == "pipeline"
@@ -91,7 +101,11 @@ def test_an_invalid_keyspace_name_is_rejected(keyspace):
         ("CASSANDRA_PORT", "0", "CASSANDRA_PORT must be an integer from 1 to 65535, not '0'"),
         ("CASSANDRA_PORT", "70000", "CASSANDRA_PORT must be an integer from 1 to 65535, not '70000'"),
         ("CASSANDRA_PORT", "9042.5", "CASSANDRA_PORT must be an integer from 1 to 65535, not '9042.5'"),
-        ("CASSANDRA_REQUEST_TIMEOUT", "soon", "CASSANDRA_REQUEST_TIMEOUT must be a number from 0.1 to 3600, not 'soon'"),
+        (
+            "CASSANDRA_REQUEST_TIMEOUT",
+            "soon",
+            "CASSANDRA_REQUEST_TIMEOUT must be a number from 0.1 to 3600, not 'soon'",
+        ),
         ("CASSANDRA_REQUEST_TIMEOUT", "nan", "CASSANDRA_REQUEST_TIMEOUT must be a number from 0.1 to 3600, not 'nan'"),
         ("CASSANDRA_REQUEST_TIMEOUT", "0", "CASSANDRA_REQUEST_TIMEOUT must be a number from 0.1 to 3600, not '0'"),
     ],

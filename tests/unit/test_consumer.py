@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -86,10 +87,10 @@ class ScriptedHandler:
     def handle(self, batch: Sequence[Received]) -> list[Outcome]:
         self.batches.append([m.message_id for m in batch])
         self.on_call()
-        step = self.calls.pop(0) if self.calls else [Applied()] * len(batch)
+        step = self.calls.pop(0) if self.calls else None
         if isinstance(step, BaseException):
             raise step
-        return step
+        return step if step is not None else [Applied() for _ in batch]
 
 
 def messages(count: int) -> list[Received]:
@@ -100,22 +101,36 @@ def attributes_for(message: Received, reason: DeadLetter, subscription: str) -> 
     return {**message.attributes, "error": reason.code, "source_subscription": subscription}
 
 
-def settings(**changes: object) -> ConsumerSettings:
-    values: dict[str, object] = {
-        "subscription": "orders_data-sub", "dead_letter_topic": "dlq_orders_data", "batch_size": 10,
-        "exit_after_idle": 0.3, "ack_deadline": 60, "stats_interval": 60.0, "retry_initial": 0.001, "retry_maximum": 0.002,
+def settings(**changes: Any) -> ConsumerSettings:
+    values: dict[str, Any] = {
+        "subscription": "orders_data-sub",
+        "dead_letter_topic": "dlq_orders_data",
+        "batch_size": 10,
+        "exit_after_idle": 0.3,
+        "ack_deadline": 60,
+        "stats_interval": 60.0,
+        "retry_initial": 0.001,
+        "retry_maximum": 0.002,
     }
     values.update(changes)
-    return ConsumerSettings(**values)  # type: ignore[arg-type]
+    return ConsumerSettings(**values)
 
 
 def consumer(
-    subscription: FakeSubscription, handler: ScriptedHandler, dead: FakeDeadLetters | None = None,
-    stop: threading.Event | None = None, **changes: object,
+    subscription: FakeSubscription,
+    handler: ScriptedHandler,
+    dead: FakeDeadLetters | None = None,
+    stop: threading.Event | None = None,
+    **changes: object,
 ) -> Consumer:
     return Consumer(
-        subscription, handler, dead or FakeDeadLetters(), settings(**changes),  # type: ignore[arg-type]
-        stop or threading.Event(), attributes_for, lease_tick=0.05,
+        subscription,
+        handler,
+        dead or FakeDeadLetters(),
+        settings(**changes),
+        stop or threading.Event(),
+        attributes_for,
+        lease_tick=0.05,
     )
 
 
@@ -157,10 +172,12 @@ def test_each_outcome_is_settled_its_own_way():
     handler = ScriptedHandler([Applied(), DeadLetter("invalid_json", "bad"), Fail("boom"), Defer(120), Retry("down")])
     stats = consumer(subscription, handler, dead).run()
 
-    assert subscription.acked == acks(batch[:2]) + [batch[4].ack_id]  # applied and dead-lettered; the retry later
+    assert subscription.acked == [*acks(batch[:2]), batch[4].ack_id]  # applied and dead-lettered; the retry later
     assert subscription.nacked() == [batch[2].ack_id]
     assert subscription.set_to(120) == [batch[3].ack_id]
-    assert dead.published == [(b"{}", {"topic": "t", "data": "d", "error": "invalid_json", "source_subscription": "orders_data-sub"})]
+    assert dead.published == [
+        (b"{}", {"topic": "t", "data": "d", "error": "invalid_json", "source_subscription": "orders_data-sub"})
+    ]
     assert handler.batches == [[f"m{i}" for i in range(5)], ["m4"]]  # only the retried message again
     assert (stats.received, stats.applied, stats.nacked, stats.deferred, stats.retried) == (5, 2, 1, 1, 1)
     assert dict(stats.dead_lettered) == {"invalid_json": 1}
@@ -201,7 +218,12 @@ def test_a_fatal_dead_letter_error_hands_everything_back_and_stops_the_consumer(
     batch = messages(3)
     subscription = FakeSubscription(to_pull=list(batch))
     dead = FakeDeadLetters(results=[FatalError("dead-letter topic projects/p/topics/x does not exist")])
-    loop = consumer(subscription, ScriptedHandler([Applied(), DeadLetter("invalid_json", "x"), Applied()]), dead, exit_after_idle=None)
+    loop = consumer(
+        subscription,
+        ScriptedHandler([Applied(), DeadLetter("invalid_json", "x"), Applied()]),
+        dead,
+        exit_after_idle=None,
+    )
     with pytest.raises(FatalError, match="does not exist"):
         loop.run()
     assert subscription.acked == []  # nothing was settled before the dead letters were out
@@ -270,7 +292,7 @@ def test_a_forced_exit_during_a_write_hands_back_the_batch_and_everything_pulled
 
 def test_the_keeper_extends_held_messages_every_tick():
     subscription = FakeSubscription()
-    keeper = LeaseKeeper(subscription, deadline=60, tick=0.01)  # type: ignore[arg-type]
+    keeper = LeaseKeeper(subscription, deadline=60, tick=0.01)
     keeper.hold(["a", "b"])
     keeper.start()
     try:
@@ -286,7 +308,7 @@ def test_a_release_waits_for_an_extension_under_way_so_a_nack_is_never_undone():
     """The keeper's snapshot was taken before the release: without the lock, its extension could
     land after the nack and lease the message again for a whole deadline."""
     subscription = FakeSubscription()
-    keeper = LeaseKeeper(subscription, deadline=60, tick=3600)  # type: ignore[arg-type]
+    keeper = LeaseKeeper(subscription, deadline=60, tick=3600)
     keeper.hold(["a"])
     inside, go_on = threading.Event(), threading.Event()
 
@@ -299,7 +321,12 @@ def test_a_release_waits_for_an_extension_under_way_so_a_nack_is_never_undone():
     extension.start()
     assert inside.wait(5)
     released = threading.Event()
-    releaser = threading.Thread(target=lambda: (keeper.release(["a"]), released.set()))
+
+    def release() -> None:
+        keeper.release(["a"])
+        released.set()
+
+    releaser = threading.Thread(target=release)
     releaser.start()
     assert not released.wait(0.2)  # blocked while the extension is under way
     go_on.set()
@@ -317,9 +344,14 @@ def test_a_release_waits_for_an_extension_under_way_so_a_nack_is_never_undone():
 
 def test_the_prefetcher_leases_what_it_pulls_and_keeps_at_most_max_buffered():
     subscription = FakeSubscription(to_pull=messages(10))
-    keeper = LeaseKeeper(subscription, deadline=45, tick=3600)  # type: ignore[arg-type]
+    keeper = LeaseKeeper(subscription, deadline=45, tick=3600)
     prefetcher = Prefetcher(
-        subscription, keeper, pull_size=3, max_buffered=4, pull_timeout=0.01, retry_delay=lambda _: 0.0  # type: ignore[arg-type]
+        subscription,
+        keeper,
+        pull_size=3,
+        max_buffered=4,
+        pull_timeout=0.01,
+        retry_delay=lambda _: 0.0,
     )
     prefetcher.start()
     first = prefetcher.take(10, timeout=5)
@@ -340,9 +372,14 @@ def test_the_prefetcher_retries_an_unavailable_pull_and_raises_a_fatal_one():
             raise FatalError("subscription projects/p/subscriptions/s does not exist")
 
     subscription = Flaky()
-    keeper = LeaseKeeper(subscription, deadline=60, tick=3600)  # type: ignore[arg-type]
+    keeper = LeaseKeeper(subscription, deadline=60, tick=3600)
     prefetcher = Prefetcher(
-        subscription, keeper, pull_size=3, max_buffered=4, pull_timeout=0.01, retry_delay=lambda _: 0.0  # type: ignore[arg-type]
+        subscription,
+        keeper,
+        pull_size=3,
+        max_buffered=4,
+        pull_timeout=0.01,
+        retry_delay=lambda _: 0.0,
     )
     prefetcher.start()
     with pytest.raises(FatalError, match="does not exist"):

@@ -8,17 +8,21 @@ from ecom_pipeline.consumer import ConsumerStats
 
 
 def stats(received: int, first: float | None, last: float | None, latencies: list[float], **dead: int) -> ConsumerStats:
-    part = ConsumerStats(received=received, applied=received - sum(dead.values()), first_received=first, last_settled=last)
+    part = ConsumerStats(
+        received=received, applied=received - sum(dead.values()), first_received=first, last_settled=last
+    )
     part.dead_lettered.update(dead)
     part.latencies.extend(latencies)
     return part
 
 
 def test_merge_adds_counts_and_spans_from_the_first_receive_to_the_last_settle() -> None:
-    merged = ConsumerStats.merge([
-        stats(100, 10.0, 12.0, [0.1, 0.2], invalid_json=2),
-        stats(300, 11.0, 14.0, [0.3], invalid_json=1, order_not_found=4),
-    ])
+    merged = ConsumerStats.merge(
+        [
+            stats(100, 10.0, 12.0, [0.1, 0.2], invalid_json=2),
+            stats(300, 11.0, 14.0, [0.3], invalid_json=1, order_not_found=4),
+        ]
+    )
     assert (merged.received, merged.applied) == (400, 393)
     assert merged.dead_lettered == Counter(invalid_json=3, order_not_found=4)
     assert (merged.first_received, merged.last_settled) == (10.0, 14.0)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from ecom_pipeline.errors import StoreError, TransientStoreError
 from ecom_pipeline.handlers import ORDER_NOT_FOUND, OrderHandler, PaymentHandler, ReplayHandler
-from ecom_pipeline.policy import Applied, DeadLetter, Defer, Fail, Retry
+from ecom_pipeline.policy import Applied, DeadLetter, Defer, Fail, Outcome, Retry
 from ecom_pipeline.pubsub_io import Received
 from tests.unit.conftest import PUBLISH_TIME, FakeFactStore, encode, micros, order_dict, payment_dict, received
 
-NOW = datetime(2026, 3, 1, 13, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 1, 13, 0, 0, tzinfo=UTC)
+
+
+def dead(outcome: Outcome) -> DeadLetter:
+    """The outcome, which must be a dead letter."""
+    assert isinstance(outcome, DeadLetter), outcome
+    return outcome
 
 
 def order_message(order_id: int, **kwargs: Any) -> Received:
@@ -33,7 +39,16 @@ def test_order_handler_applies_a_valid_order_with_its_values_and_publish_time():
     outcomes = OrderHandler(store).handle([order_message(1)])
     assert outcomes == [Applied()]
     # Independent of the code under test: the message's own values, in the table's column order.
-    expected_values = (1, 2002, "blue running shoes", 3, 59.99, "1 Main Street, Springfield", "confirmed", "2026-03-01T11:59:58.123+00:00")
+    expected_values = (
+        1,
+        2002,
+        "blue running shoes",
+        3,
+        59.99,
+        "1 Main Street, Springfield",
+        "confirmed",
+        "2026-03-01T11:59:58.123+00:00",
+    )
     assert store.inserted == [(expected_values, micros(PUBLISH_TIME))]
 
 
@@ -42,7 +57,7 @@ def test_order_handler_dead_letters_bytes_that_are_not_utf8_without_writing():
     outcomes = OrderHandler(store).handle([received(b"\xff\xfe\x00")])
     assert len(outcomes) == 1
     assert isinstance(outcomes[0], DeadLetter)
-    assert outcomes[0].code == "invalid_encoding"
+    assert dead(outcomes[0]).code == "invalid_encoding"
     assert store.inserted == []
 
 
@@ -58,10 +73,19 @@ def test_order_handler_keeps_batch_order_across_valid_and_invalid_messages():
     store = FakeFactStore()
     outcomes = OrderHandler(store).handle(batch)
     assert [type(o).__name__ for o in outcomes] == [
-        "Applied", "DeadLetter", "Applied", "DeadLetter", "DeadLetter", "Applied",
+        "Applied",
+        "DeadLetter",
+        "Applied",
+        "DeadLetter",
+        "DeadLetter",
+        "Applied",
     ]
-    assert [o.code for o in outcomes if isinstance(o, DeadLetter)] == ["invalid_encoding", "invalid_json", "invalid_message"]
-    assert "price" in outcomes[4].detail
+    assert [o.code for o in outcomes if isinstance(o, DeadLetter)] == [
+        "invalid_encoding",
+        "invalid_json",
+        "invalid_message",
+    ]
+    assert "price" in dead(outcomes[4]).detail
     assert [values[0] for values, _ in store.inserted] == [1, 2, 5]
 
 
@@ -80,7 +104,7 @@ def test_order_handler_fails_an_order_the_store_refused():
     assert outcomes == [Fail("InvalidRequest: bad column"), Applied()]
 
 
-@pytest.mark.parametrize("claimed", [PUBLISH_TIME - timedelta(hours=1), datetime(2999, 1, 1, tzinfo=timezone.utc)])
+@pytest.mark.parametrize("claimed", [PUBLISH_TIME - timedelta(hours=1), datetime(2999, 1, 1, tzinfo=UTC)])
 def test_order_handler_ignores_a_publish_time_claimed_in_the_attributes(claimed):
     message = order_message(1, attributes={"source_publish_time": claimed.isoformat()})
     store = FakeFactStore()
@@ -94,7 +118,7 @@ def test_order_handler_returns_nothing_for_an_empty_batch():
 
 def test_order_handler_of_only_invalid_messages_returns_only_dead_letters():
     outcomes = OrderHandler(FakeFactStore()).handle([received(b"[]"), received(b"")])
-    assert [o.code for o in outcomes] == ["invalid_message", "invalid_json"]
+    assert [dead(o).code for o in outcomes] == ["invalid_message", "invalid_json"]
 
 
 # --- PaymentHandler -----------------------------------------------------------------------------
@@ -111,9 +135,7 @@ def test_payment_handler_applies_a_payment_whose_order_exists():
 def test_payment_handler_dead_letters_a_payment_without_its_order_and_never_updates_it():
     store = FakeFactStore(existing={101})
     outcomes = PaymentHandler(store).handle([payment_message(7, 999), payment_message(8, 101)])
-    assert outcomes[0] == DeadLetter(ORDER_NOT_FOUND, outcomes[0].detail)
-    assert ORDER_NOT_FOUND == "order_not_found"
-    assert "999" in outcomes[0].detail
+    assert outcomes[0] == DeadLetter("order_not_found", "order_id 999 does not exist")
     assert outcomes[1] == Applied()
     assert [order_id for order_id, _, _ in store.updated] == [101]
 
@@ -146,8 +168,8 @@ def test_payment_handler_dead_letters_invalid_payments_without_asking_the_store(
     store = FakeFactStore(existing={101})
     card_number = encode(payment_dict(card_last_four="4111111111111111"))
     outcomes = PaymentHandler(store).handle([received(card_number), received(b"\xc3\x28")])
-    assert [o.code for o in outcomes] == ["invalid_message", "invalid_encoding"]
-    assert "card_last_four" in outcomes[0].detail
+    assert [dead(o).code for o in outcomes] == ["invalid_message", "invalid_encoding"]
+    assert "card_last_four" in dead(outcomes[0]).detail
     assert store.lookups == []
     assert store.updated == []
 
@@ -214,4 +236,3 @@ def test_replay_handler_writes_a_replayed_payment_with_its_first_publish_time():
     message = payment_message(7, 101, attributes={"source_publish_time": first.isoformat()})
     ReplayHandler(store, retry_interval=300, now=lambda: NOW).handle([message])
     assert store.updated[0][2] == micros(first)
-

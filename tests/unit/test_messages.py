@@ -9,8 +9,17 @@ import pytest
 
 from ecom_pipeline.errors import InvalidMessage
 from ecom_pipeline.messages import (
-    BIGINT_MAX, MAX_LABEL_LENGTH, MAX_TEXT_LENGTH, ORDER_COLUMNS, PAYMENT_COLUMNS,
-    Order, Payment, order_values, parse_order, parse_payment, payment_values,
+    BIGINT_MAX,
+    MAX_LABEL_LENGTH,
+    MAX_TEXT_LENGTH,
+    ORDER_COLUMNS,
+    PAYMENT_COLUMNS,
+    Order,
+    Payment,
+    order_values,
+    parse_order,
+    parse_payment,
+    payment_values,
 )
 from tests.unit.conftest import encode, order_dict, payment_dict
 
@@ -156,8 +165,15 @@ def test_bytes_that_are_not_utf8_are_invalid_encoding(parse, data):
         encode(order_dict(item="PLACEHOLDER")).replace(b"PLACEHOLDER", b"\\ud800"),
         encode(order_dict(item="PLACEHOLDER")).replace(b"PLACEHOLDER", b"a\\udc00b"),
     ],
-    ids=["truncated", "empty", "open-brace", "single-quotes", "trailing-comma", "lone-high-surrogate",
-         "lone-low-surrogate"],
+    ids=[
+        "truncated",
+        "empty",
+        "open-brace",
+        "single-quotes",
+        "trailing-comma",
+        "lone-high-surrogate",
+        "lone-low-surrogate",
+    ],
 )
 @pytest.mark.parametrize("parse", [parse_order, parse_payment])
 def test_malformed_json_is_invalid_json(parse, data):
@@ -210,9 +226,21 @@ def test_a_payment_missing_any_field_is_rejected_naming_it(field):
 
 @pytest.mark.parametrize("field", ["order_id", "customer_id", "quantity"])
 @pytest.mark.parametrize(
-    "value", [True, False, 1.0, 2.5, "1", None, 0, -1, BIGINT_MAX + 1, [1], {"v": 1}],
-    ids=["true", "false", "float-1.0", "float-2.5", "string", "null", "zero", "negative", "beyond-bigint",
-         "list", "object"],
+    "value",
+    [True, False, 1.0, 2.5, "1", None, 0, -1, BIGINT_MAX + 1, [1], {"v": 1}],
+    ids=[
+        "true",
+        "false",
+        "float-1.0",
+        "float-2.5",
+        "string",
+        "null",
+        "zero",
+        "negative",
+        "beyond-bigint",
+        "list",
+        "object",
+    ],
 )
 def test_order_integer_fields_reject_non_integers_and_out_of_range(field, value):
     assert_order_rejected_for(field, **{field: value})
@@ -225,7 +253,8 @@ def test_payment_id_fields_reject_non_integers_and_out_of_range(field, value):
 
 
 @pytest.mark.parametrize(
-    "value", [float("nan"), float("inf"), float("-inf"), -0.01, "59.99", True, None],
+    "value",
+    [float("nan"), float("inf"), float("-inf"), -0.01, "59.99", True, None],
     ids=["NaN", "Infinity", "-Infinity", "negative", "string", "bool", "null"],
 )
 def test_price_must_be_a_finite_non_negative_number(value):
@@ -260,8 +289,19 @@ def test_payment_labels_must_be_non_empty_short_strings(field, value):
 @pytest.mark.parametrize(
     "value",
     ["123", "12345", "12a4", "4111111111111111", "", " 123", "1234\n", "１２３４", "12-4", 1234, None],
-    ids=["three-digits", "five-digits", "letter", "full-card-number", "empty", "leading-space", "newline",
-         "fullwidth-digits", "dash", "int", "null"],
+    ids=[
+        "three-digits",
+        "five-digits",
+        "letter",
+        "full-card-number",
+        "empty",
+        "leading-space",
+        "newline",
+        "fullwidth-digits",
+        "dash",
+        "int",
+        "null",
+    ],
 )
 def test_card_last_four_must_be_exactly_four_ascii_digits(value):
     assert_payment_rejected_for("card_last_four", card_last_four=value)
@@ -269,8 +309,17 @@ def test_card_last_four_must_be_exactly_four_ascii_digits(value):
 
 @pytest.mark.parametrize(
     "value",
-    ["01/03/2026", "2026-13-01", "2026-02-30", "2026/03/01 10:00", "yesterday", "", "2026-03-01T25:00:00",
-     "1772366400", "x" * 100],
+    [
+        "01/03/2026",
+        "2026-13-01",
+        "2026-02-30",
+        "2026/03/01 10:00",
+        "yesterday",
+        "",
+        "2026-03-01T25:00:00",
+        "1772366400",
+        "x" * 100,
+    ],
     ids=["us-format", "month-13", "feb-30", "slashes", "word", "empty", "hour-25", "epoch-seconds", "too-long"],
 )
 def test_dates_must_be_iso_8601(value):

@@ -107,7 +107,12 @@ def test_no_payment_carries_a_card_number(payments_json):
 
 def test_payments_carry_no_other_card_field(payments_json):
     assert {key for text in payments_json for key in json.loads(text)} == {
-        "payment_id", "order_id", "payment_method", "card_last_four", "payment_status", "payment_datetime",
+        "payment_id",
+        "order_id",
+        "payment_method",
+        "card_last_four",
+        "payment_status",
+        "payment_datetime",
     }
 
 

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
 from ecom_pipeline.policy import (
-    MAX_ATTRIBUTE_BYTES, MAX_CLOCK_SKEW, Backoff, Defer, dead_letter_attributes, event_time, event_time_micros,
-    replay_attributes, replay_deferral,
+    MAX_ATTRIBUTE_BYTES,
+    MAX_CLOCK_SKEW,
+    Backoff,
+    Defer,
+    dead_letter_attributes,
+    event_time,
+    event_time_micros,
+    replay_attributes,
+    replay_deferral,
 )
 from tests.unit.conftest import micros
 
-UTC = timezone.utc
+UTC = UTC
 FIRST_PUBLISHED = datetime(2026, 3, 1, 9, 30, 15, 123_456, tzinfo=UTC)
 FAILED_AT = datetime(2026, 3, 1, 9, 31, 0, 500_000, tzinfo=UTC)
 NOW = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
@@ -59,8 +67,8 @@ def test_backoff_uses_the_injected_random_source():
 # --- dead_letter_attributes ---------------------------------------------------------------------
 
 
-def dead_letter(original: dict[str, str] | None = None, **overrides: object) -> dict[str, str]:
-    arguments: dict[str, object] = {
+def dead_letter(original: dict[str, str] | None = None, **overrides: Any) -> dict[str, str]:
+    arguments: dict[str, Any] = {
         "code": "order_not_found",
         "detail": "order_id 7 does not exist",
         "subscription": "payments_data-sub",
@@ -69,7 +77,7 @@ def dead_letter(original: dict[str, str] | None = None, **overrides: object) -> 
         "failed_at": FAILED_AT,
     }
     arguments.update(overrides)
-    return dead_letter_attributes(original or {}, **arguments)  # type: ignore[arg-type]
+    return dead_letter_attributes(original or {}, **arguments)
 
 
 def test_dead_letter_keeps_the_original_attributes():
@@ -150,7 +158,9 @@ def test_a_second_dead_lettering_from_the_dlq_keeps_the_first_source():
 
 def test_source_attributes_claimed_on_an_input_topic_are_replaced_by_the_real_ones():
     forged = {
-        "source_subscription": "elsewhere", "source_message_id": "forged", "source_publish_time": "2999-01-01T00:00:00+00:00",
+        "source_subscription": "elsewhere",
+        "source_message_id": "forged",
+        "source_publish_time": "2999-01-01T00:00:00+00:00",
     }
     attributes = dead_letter(forged)
     assert (attributes["source_subscription"], attributes["source_message_id"]) == ("payments_data-sub", "msg-42")
@@ -158,7 +168,10 @@ def test_source_attributes_claimed_on_an_input_topic_are_replaced_by_the_real_on
 
 
 def test_a_message_moved_by_a_dead_letter_policy_names_its_source_subscription():
-    original = {"CloudPubSubDeadLetterSourceSubscription": "payments_data-sub", "CloudPubSubDeadLetterSourceDeliveryCount": "5"}
+    original = {
+        "CloudPubSubDeadLetterSourceSubscription": "payments_data-sub",
+        "CloudPubSubDeadLetterSourceDeliveryCount": "5",
+    }
     attributes = dead_letter(original, subscription="dlq_payments_data-sub", from_dead_letters=True)
     assert attributes["source_subscription"] == "payments_data-sub"
     assert attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
@@ -173,7 +186,9 @@ def test_a_policy_dead_letter_keeps_its_first_publish_time_when_dead_lettered_ag
         "CloudPubSubDeadLetterSourceTopicPublishTime": FIRST_PUBLISHED.isoformat(),
     }
     assert event_time_micros(moved_to_dlq_at, from_policy, from_dead_letters=True, now=NOW) == micros(FIRST_PUBLISHED)
-    again = dead_letter(from_policy, subscription="dlq_payments_data-sub", publish_time=moved_to_dlq_at, from_dead_letters=True)
+    again = dead_letter(
+        from_policy, subscription="dlq_payments_data-sub", publish_time=moved_to_dlq_at, from_dead_letters=True
+    )
     republished_at = moved_to_dlq_at + timedelta(minutes=10)
     assert event_time_micros(republished_at, again, from_dead_letters=True, now=NOW) == micros(FIRST_PUBLISHED)
 
@@ -194,17 +209,26 @@ SOURCE = "source_publish_time"
         # On an input topic, attributes are whatever the publisher claims: never trusted.
         pytest.param(FIRST_PUBLISHED, {SOURCE: EARLIER.isoformat()}, False, FIRST_PUBLISHED, id="input-ignores-source"),
         pytest.param(FIRST_PUBLISHED, {POLICY: EARLIER.isoformat()}, False, FIRST_PUBLISHED, id="input-ignores-policy"),
-        pytest.param(FIRST_PUBLISHED, {SOURCE: "2999-01-01T00:00:00+00:00"}, False, FIRST_PUBLISHED, id="input-far-future"),
+        pytest.param(
+            FIRST_PUBLISHED, {SOURCE: "2999-01-01T00:00:00+00:00"}, False, FIRST_PUBLISHED, id="input-far-future"
+        ),
         # On a dead-letter subscription: Pub/Sub's policy attribute, then ours, then the publish time.
         pytest.param(FIRST_PUBLISHED, {SOURCE: EARLIER.isoformat()}, True, EARLIER, id="dlq-source"),
         pytest.param(FIRST_PUBLISHED, {POLICY: "2026-03-01T08:30:15.123456Z"}, True, EARLIER, id="dlq-policy-z"),
         pytest.param(
-            FIRST_PUBLISHED, {POLICY: EARLIER.isoformat(), SOURCE: (EARLIER + timedelta(minutes=1)).isoformat()},
-            True, EARLIER, id="dlq-policy-first",
+            FIRST_PUBLISHED,
+            {POLICY: EARLIER.isoformat(), SOURCE: (EARLIER + timedelta(minutes=1)).isoformat()},
+            True,
+            EARLIER,
+            id="dlq-policy-first",
         ),
-        pytest.param(FIRST_PUBLISHED, {POLICY: "mangled", SOURCE: EARLIER.isoformat()}, True, EARLIER, id="dlq-mangled-policy"),
+        pytest.param(
+            FIRST_PUBLISHED, {POLICY: "mangled", SOURCE: EARLIER.isoformat()}, True, EARLIER, id="dlq-mangled-policy"
+        ),
         # A dead letter is published after its source: a later claim is capped at its own time.
-        pytest.param(FIRST_PUBLISHED, {SOURCE: "2999-01-01T00:00:00+00:00"}, True, FIRST_PUBLISHED, id="dlq-far-future"),
+        pytest.param(
+            FIRST_PUBLISHED, {SOURCE: "2999-01-01T00:00:00+00:00"}, True, FIRST_PUBLISHED, id="dlq-far-future"
+        ),
         # Never later than now plus the clock skew, whatever Pub/Sub's clock says.
         pytest.param(NOW + timedelta(days=1), {}, False, NOW + MAX_CLOCK_SKEW, id="publish-time-ahead-of-our-clock"),
         pytest.param(datetime(1970, 1, 1, tzinfo=UTC), {}, False, datetime(1970, 1, 1, tzinfo=UTC), id="epoch"),
@@ -268,7 +292,9 @@ def test_a_deferral_works_across_time_zones():
     assert replay_deferral(attributes, NOW, 300) == Defer(seconds=240)
 
 
-@pytest.mark.parametrize("mangled", ["soon", "2026-02-30T00:00:00", "2026-03-01T09:59:00"], ids=["word", "bad-day", "naive"])
+@pytest.mark.parametrize(
+    "mangled", ["soon", "2026-02-30T00:00:00", "2026-03-01T09:59:00"], ids=["word", "bad-day", "naive"]
+)
 def test_a_mangled_replayed_at_does_not_defer(mangled):
     assert replay_deferral({"replayed_at": mangled}, NOW, 300) is None
 
