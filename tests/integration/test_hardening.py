@@ -211,15 +211,24 @@ def test_an_unreachable_cassandra_gives_one_line_per_retry_and_sigterm_still_exi
 def test_a_second_signal_forces_the_exit_while_a_write_hangs_and_nothing_is_lost(
     run_script, topics: Topics, cql: Session, first_id: int
 ) -> None:
-    total = 3000
+    total = 20_000  # still draining when Cassandra is paused
     topics.publish_json(ORDERS, [order(first_id + i) for i in range(total)])
     args = consumer_args(topics, ORDERS, ORDERS_DLQ, "--batch-size", 100)
-    consumer = run_script("order_data_consumer.py", *args)
+    # A progress line every 0.2 s while the loop turns; none while a write hangs (for 60 s).
+    slow = {"CASSANDRA_REQUEST_TIMEOUT": "60"}
+    consumer = run_script("order_data_consumer.py", *args, "--stats-interval", 0.2, env=slow)
     wait_for(lambda: rows_in(cql, first_id, 1), 60, "the first rows")
     cassandra = CASSANDRA.pid()
     assert cassandra is not None, "this test pauses the project's own Cassandra (make stack), none is running"
+    seen = [""]
+
+    def write_hangs() -> bool:
+        output, seen[0] = seen[0], consumer.output()
+        return output == seen[0]
+
     os.kill(cassandra, signal.SIGSTOP)  # every write now hangs until the driver's timeout
     try:
+        wait_for(write_hangs, 30, "the consumer to be stuck in a write", interval=1.0)
         consumer.stop(signal.SIGINT)
         wait_for(lambda: "SIGINT received" in consumer.output(), 10, "the first signal to be seen")
         consumer.stop(signal.SIGINT)
