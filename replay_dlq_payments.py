@@ -1,10 +1,12 @@
 """Apply dead-lettered payments whose order has arrived since (`dlq_payments_data-sub`).
 
 A payment whose order now exists is applied exactly as ingest_in_fact_table.py would, with its
-original event time, and leaves the dead-letter topic. One still without its order, or invalid,
-is republished to `dlq_payments_data` with `replay_attempts` + 1 and `replayed_at`, and is not
-tried again before `--retry-interval` seconds. Run it continuously, or on a schedule with
-`--exit-after-idle` (see README, "Late payments").
+original event time, and leaves the dead-letter topic. One still without its order stays in
+`dlq_payments_data`, untouched, and is tried again when its age has grown by 40 % (at least 5 s,
+at most 10 minutes later): a payment that raced ahead of its order is applied seconds after the
+order. An invalid one is looked at once per 10 minutes and left for a person. When the replay
+stops, everything it deferred is visible in the dead-letter subscription again at once.
+Run it continuously, or on a schedule with `--exit-after-idle` (see README, "Late payments").
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cassandra.concurrent import execute_concurrent_with_args
@@ -30,7 +30,9 @@ from .config import (
     PubSubSettings,
     subscription_for,
 )
-from .errors import TransientStoreError
+from .errors import PipelineError, TransientStoreError
+from .policy import DEAD_LETTER_RETENTION, event_time, original_attributes
+from .pubsub_io import connect_subscriber, connect_sync_publisher
 
 __all__ = [
     "SubscriptionSpec",
@@ -39,11 +41,18 @@ __all__ = [
     "ensure_subscriptions",
     "ensure_topics",
     "pipeline_subscriptions",
+    "requeue",
 ]
 
 log = logging.getLogger(__name__)
 SCHEMA = Path(__file__).resolve().parent.parent / "schema.cql"
 MAX_DELIVERY_ATTEMPTS = 5
+# A dead-letter subscription keeps unacked messages as long as Pub/Sub allows (7 days), and is
+# never deleted for inactivity (an empty expiration policy: Google Cloud's default is 31 days).
+DEAD_LETTER_KEEPING: dict[str, object] = {
+    "message_retention_duration": DEAD_LETTER_RETENTION,
+    "expiration_policy": {},
+}
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class SubscriptionSpec:
     ack_deadline: int = 60
     minimum_backoff: int = 10
     maximum_backoff: int = 300
+    keeps_dead_letters: bool = False  # retention as long as Pub/Sub allows, and never expires
 
     @property
     def name(self) -> str:
@@ -64,8 +74,8 @@ def pipeline_subscriptions() -> list[SubscriptionSpec]:
     return [
         SubscriptionSpec(ORDERS_TOPIC, ORDERS_DLQ_TOPIC),
         SubscriptionSpec(PAYMENTS_TOPIC, PAYMENTS_DLQ_TOPIC),
-        SubscriptionSpec(ORDERS_DLQ_TOPIC),
-        SubscriptionSpec(PAYMENTS_DLQ_TOPIC),
+        SubscriptionSpec(ORDERS_DLQ_TOPIC, keeps_dead_letters=True),
+        SubscriptionSpec(PAYMENTS_DLQ_TOPIC, keeps_dead_letters=True),
     ]
 
 
@@ -97,11 +107,19 @@ def ensure_subscriptions(settings: PubSubSettings, specs: list[SubscriptionSpec]
                     "minimum_backoff": timedelta(seconds=spec.minimum_backoff),
                     "maximum_backoff": timedelta(seconds=spec.maximum_backoff),
                 }
+            if spec.keeps_dead_letters:
+                request.update(DEAD_LETTER_KEEPING)
             try:
                 subscriber.create_subscription(request=request)
                 log.info("created subscription %s", spec.name)
             except google_exceptions.AlreadyExists:
                 log.info("subscription %s exists", spec.name)
+                if spec.keeps_dead_letters:  # one made before this setting: update its retention
+                    # (the emulator refuses to update an expiration policy; Google Cloud does not)
+                    subscriber.update_subscription(
+                        subscription={"name": request["name"], "message_retention_duration": DEAD_LETTER_RETENTION},
+                        update_mask={"paths": ["message_retention_duration"]},
+                    )
 
 
 def schema_statements(keyspace: str, schema: str) -> list[str]:
@@ -121,15 +139,27 @@ def apply_schema(settings: CassandraSettings, schema: str) -> None:
         cluster.shutdown()
 
 
-def count_waiting(settings: PubSubSettings, subscription: str, limit: int = 1_000_000) -> int:
-    """How many messages can be pulled from a subscription now (then handed straight back).
+@dataclass(frozen=True)
+class Waiting:
+    """What can be pulled from a subscription now: how many, and the oldest first publish time."""
+
+    count: int
+    oldest: datetime | None
+
+
+def count_waiting(settings: PubSubSettings, subscription: str, limit: int = 1_000_000) -> Waiting:
+    """How many messages can be pulled from a dead-letter subscription now (then handed straight
+    back), and when the oldest of them was first published.
 
     Pub/Sub has no "count" call (Cloud Monitoring's num_undelivered_messages does it on
-    Google Cloud); messages leased to a running consumer are not visible here.
+    Google Cloud); messages leased to a running consumer are not visible here, and the replay
+    hands back what it defers when it stops.
     """
     subscriber = pubsub_v1.SubscriberClient()
     path = settings.subscription_path(subscription)
     seen: list[str] = []
+    oldest: datetime | None = None
+    now = datetime.now(UTC)
     with subscriber:
         while len(seen) < limit:
             response = subscriber.pull(subscription=path, max_messages=1000, timeout=5, retry=None)
@@ -137,17 +167,22 @@ def count_waiting(settings: PubSubSettings, subscription: str, limit: int = 1_00
                 break
             ack_ids = [m.ack_id for m in response.received_messages]
             seen.extend(ack_ids)
+            for received in response.received_messages:
+                message = received.message
+                first = event_time(message.publish_time, message.attributes, from_dead_letters=True, now=now)
+                oldest = first if oldest is None else min(oldest, first)
             # Keep what is counted leased until the end, so it is not counted twice.
             subscriber.modify_ack_deadline(subscription=path, ack_ids=ack_ids, ack_deadline_seconds=120)
         for start in range(0, len(seen), 1000):
             subscriber.modify_ack_deadline(
                 subscription=path, ack_ids=seen[start : start + 1000], ack_deadline_seconds=0
             )
-    return len(seen)
+    return Waiting(len(seen), oldest)
 
 
-def audit(pubsub: PubSubSettings, cassandra: CassandraSettings, first_id: int, last_id: int) -> dict[str, int]:
-    """Rows and payments for order ids first..last, and the messages waiting in each DLQ."""
+def audit(pubsub: PubSubSettings, cassandra: CassandraSettings, first_id: int, last_id: int) -> dict[str, object]:
+    """Rows and payments for order ids first..last, the messages waiting in each DLQ, and the
+    age in seconds of the oldest waiting payment (first publish time to now; `-` when none)."""
     store = connect(cassandra)
     try:
         statement = store.session.prepare(f"SELECT payment_id FROM {TABLE} WHERE order_id = ?")
@@ -162,10 +197,38 @@ def audit(pubsub: PubSubSettings, cassandra: CassandraSettings, first_id: int, l
                 paid += row.payment_id is not None
     finally:
         store.close()
-    report = {"orders_in_range": last_id - first_id + 1, "rows": rows, "rows_with_payment": paid}
+    report: dict[str, object] = {"orders_in_range": last_id - first_id + 1, "rows": rows, "rows_with_payment": paid}
     for topic in (ORDERS_DLQ_TOPIC, PAYMENTS_DLQ_TOPIC):
-        report[f"waiting_in_{topic}"] = count_waiting(pubsub, subscription_for(topic))
+        waiting = count_waiting(pubsub, subscription_for(topic))
+        report[f"waiting_in_{topic}"] = waiting.count
+        if topic == PAYMENTS_DLQ_TOPIC:
+            age = (datetime.now(UTC) - waiting.oldest).total_seconds() if waiting.oldest else None
+            report["oldest_waiting_payment_age_s"] = "-" if age is None else f"{age:.0f}"
     return report
+
+
+def requeue(pubsub: PubSubSettings, subscription: str, topic: str, limit: int) -> int:
+    """Publish up to `limit` dead letters back to an input topic, with their original attributes
+    (those the dead-lettering added removed), acking each only once it is published; how many."""
+    source = connect_subscriber(pubsub, subscription)
+    target = connect_sync_publisher(pubsub, topic)
+    moved = 0
+    try:
+        source.ack_deadline()  # both exist: one clear line otherwise
+        target.check()
+        while moved < limit:
+            batch = source.pull(min(100, limit - moved), timeout=5)
+            if not batch:
+                break
+            refusals = target.publish([(m.data, original_attributes(m.attributes)) for m in batch])
+            published = [m.ack_id for m, refusal in zip(batch, refusals, strict=True) if refusal is None]
+            source.ack(published)
+            source.nack([m.ack_id for m, refusal in zip(batch, refusals, strict=True) if refusal is not None])
+            moved += len(published)
+    finally:
+        target.close()
+        source.close()
+    return moved
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,11 +239,22 @@ def main(argv: list[str] | None = None) -> int:
     audit_parser = commands.add_parser("audit", help="count rows, payments and dead letters")
     audit_parser.add_argument("--first-id", type=int, default=1)
     audit_parser.add_argument("--last-id", type=int, default=1000)
+    requeue_parser = commands.add_parser(
+        "requeue", help="publish dead letters back to an input topic once the cause is fixed (see README)"
+    )
+    requeue_parser.add_argument(
+        "subscription", help="dead-letter subscription to take them from, e.g. dlq_orders_data-sub"
+    )
+    requeue_parser.add_argument("topic", help="topic to publish them to, e.g. orders_data")
+    requeue_parser.add_argument("--max", type=cli.ranged(int, 1), default=1000, help="at most this many (default 1000)")
     cli.add_log_level(parser)
     args = parser.parse_args(argv)
     cli.configure_logging(args.log_level)
-    pubsub = PubSubSettings.from_env(os.environ)
-    cassandra = CassandraSettings.from_env(os.environ)
+    try:
+        pubsub, cassandra = PubSubSettings.from_env(os.environ), CassandraSettings.from_env(os.environ)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 1
 
     if args.command == "setup":
         specs = pipeline_subscriptions()
@@ -196,6 +270,14 @@ def main(argv: list[str] | None = None) -> int:
                     log.error("Cassandra did not answer: %s", exc)
                     return 1
                 time.sleep(2)
+    if args.command == "requeue":
+        try:
+            moved = requeue(pubsub, args.subscription, args.topic, args.max)
+        except PipelineError as exc:
+            log.error("%s", exc)
+            return 1
+        print(f"requeued {moved} messages from {args.subscription} to {args.topic}")
+        return 0
     report = audit(pubsub, cassandra, args.first_id, args.last_id)
     width = max(map(len, report))
     for key, value in report.items():

@@ -11,11 +11,11 @@ from typing import TypeVar
 
 from .cassandra_io import connect
 from .config import CassandraSettings, ConsumerSettings, PubSubSettings
-from .consumer import AttributesFor, Consumer, ConsumerStats
+from .consumer import Consumer, ConsumerStats, DeadLetterFor
 from .errors import ServiceUnavailable
 from .handlers import Handler, OrderHandler, PaymentHandler, ReplayHandler
-from .policy import Backoff, DeadLetter, dead_letter_attributes, replay_attributes
-from .pubsub_io import Received, connect_dead_letter_publisher, connect_subscriber
+from .policy import Backoff, DeadLetter, dead_letter_attributes, redact_dead_letter
+from .pubsub_io import Received, connect_subscriber, connect_sync_publisher
 
 __all__ = ["Kind", "run_consumer", "wait_until_ready"]
 
@@ -47,11 +47,10 @@ def wait_until_ready(attempt: Callable[[], T], stop: threading.Event, service: s
     return None
 
 
-def _attributes_for(kind: Kind) -> AttributesFor:
-    """How a dead letter's attributes are built: the replay also counts its attempts."""
+def _dead_letter_for(kind: Kind) -> DeadLetterFor:
+    """How a dead letter is built: on the replay's dead-letter subscription, its first source is kept."""
 
-    def build(message: Received, reason: DeadLetter, subscription: str) -> dict[str, str]:
-        now = datetime.now(UTC)
+    def build(message: Received, reason: DeadLetter, subscription: str) -> tuple[bytes, dict[str, str]]:
         attributes = dead_letter_attributes(
             message.attributes,
             code=reason.code,
@@ -59,10 +58,10 @@ def _attributes_for(kind: Kind) -> AttributesFor:
             subscription=subscription,
             message_id=message.message_id,
             publish_time=message.publish_time,
-            failed_at=now,
+            failed_at=datetime.now(UTC),
             from_dead_letters=kind is Kind.REPLAY,
         )
-        return replay_attributes(attributes, replayed_at=now) if kind is Kind.REPLAY else attributes
+        return redact_dead_letter(message.data, attributes)
 
     return build
 
@@ -77,7 +76,7 @@ def run_consumer(
     one line naming the problem; waits while a service is unreachable.
     """
     subscription = connect_subscriber(pubsub, settings.subscription)
-    dead_letters = connect_dead_letter_publisher(pubsub, settings.dead_letter_topic)
+    dead_letters = connect_sync_publisher(pubsub, settings.dead_letter_topic)
     store = None
     try:
 
@@ -98,11 +97,11 @@ def run_consumer(
         elif kind is Kind.PAYMENTS:
             handler = PaymentHandler(store)
         else:
-            handler = ReplayHandler(store, settings.replay_interval)
+            handler = ReplayHandler(store)
         # Extend leases well within the shorter of our deadline and the subscription's own.
         lease_tick = min(settings.ack_deadline, subscription_deadline) / 3
         consumer = Consumer(
-            subscription, handler, dead_letters, settings, stop, _attributes_for(kind), lease_tick=lease_tick
+            subscription, handler, dead_letters, settings, stop, _dead_letter_for(kind), lease_tick=lease_tick
         )
         log.info("consuming %s, dead letters to %s", settings.subscription, settings.dead_letter_topic)
         stats = consumer.run()

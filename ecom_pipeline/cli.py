@@ -173,14 +173,6 @@ def consumer_parser(description: str | None, kind: Kind) -> argparse.ArgumentPar
         help="consumer processes sharing the subscription; one Python process tops out at about one"
         " core, so use up to one per core",
     )
-    if kind is Kind.REPLAY:
-        parser.add_argument(
-            "--retry-interval",
-            type=ranged(float, 0, above=True),
-            default=300.0,
-            metavar="SECONDS",
-            help="seconds before a payment whose order is still missing is tried again",
-        )
     add_log_level(parser)
     return parser
 
@@ -193,7 +185,6 @@ def consumer_options(kind: Kind, args: argparse.Namespace) -> ConsumerOptions:
         exit_after_idle=args.exit_after_idle,
         ack_deadline=args.ack_deadline,
         stats_interval=args.stats_interval,
-        **({"replay_interval": args.retry_interval} if kind is Kind.REPLAY else {}),
     )
     return ConsumerOptions(kind=kind, settings=settings, workers=args.workers, log_level=args.log_level)
 

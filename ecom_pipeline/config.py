@@ -118,4 +118,3 @@ class ConsumerSettings:
     stats_interval: float = 5.0
     retry_initial: float = 0.2
     retry_maximum: float = 10.0
-    replay_interval: float = 300.0  # the replay only: seconds between tries of one dead letter

@@ -29,7 +29,7 @@ from .handlers import Handler
 from .policy import Applied, Backoff, DeadLetter, Defer, Fail, Retry
 from .pubsub_io import LeaseKeeper, Prefetcher, PubSubUnavailable, Received, Subscription
 
-__all__ = ["AttributesFor", "Consumer", "ConsumerStats", "DeadLetters", "Settlement", "sort_outcomes"]
+__all__ = ["Consumer", "ConsumerStats", "DeadLetterFor", "DeadLetters", "Settlement", "sort_outcomes"]
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,14 @@ PULL_TIMEOUT = 2.0  # seconds a pull waits when idle; bounds how long stopping t
 
 
 class DeadLetters(Protocol):
-    """Where dead letters go (`pubsub_io.DeadLetterPublisher`): per message None, or why Pub/Sub
+    """Where dead letters go (`pubsub_io.SyncPublisher`): per message None, or why Pub/Sub
     refused it for good; raises `PubSubUnavailable` or `FatalError` for the whole call."""
 
     def publish(self, messages: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[str | None]: ...
 
 
-# Builds a dead letter's attributes from the message, its reason and the source subscription.
-AttributesFor = Callable[[Received, DeadLetter, str], dict[str, str]]
+# Builds a dead letter (data, attributes) from the message, its reason and the source subscription.
+DeadLetterFor = Callable[[Received, DeadLetter, str], tuple[bytes, dict[str, str]]]
 
 
 @dataclass
@@ -142,7 +142,7 @@ class Consumer:
         dead_letters: DeadLetters,
         settings: ConsumerSettings,
         stop: threading.Event,
-        attributes_for: AttributesFor,
+        dead_letter_for: DeadLetterFor,
         *,
         lease_tick: float,
     ) -> None:
@@ -151,9 +151,12 @@ class Consumer:
         self._dead_letters = dead_letters
         self._settings = settings
         self._stop = stop
-        self._attributes_for = attributes_for
+        self._dead_letter_for = dead_letter_for
         self._backoff = Backoff(settings.retry_initial, settings.retry_maximum)
         self._leases = LeaseKeeper(subscription, settings.ack_deadline, lease_tick)
+        # Deferred messages (ack id -> monotonic time the deferral ends): handed back at exit,
+        # so nothing stays invisible after this consumer is gone.
+        self._deferred: dict[str, float] = {}
         self.stats = ConsumerStats()
 
     def run(self) -> ConsumerStats:
@@ -200,6 +203,10 @@ class Consumer:
             if unprocessed:
                 log.info("stopping: handing %d pulled, unprocessed messages back to Pub/Sub", len(unprocessed))
                 self._hand_back(unprocessed)
+            deferred = self._still_deferred()
+            if deferred:
+                log.info("stopping: handing %d deferred messages back to Pub/Sub", len(deferred))
+                self._subscription.nack(deferred)
             self._leases.stop()
         return self.stats
 
@@ -254,9 +261,7 @@ class Consumer:
         """Publish the dead letters: (published, refused for good, to retry)."""
         if not dead:
             return [], [], []
-        letters = [
-            (message.data, self._attributes_for(message, reason, self._subscription.name)) for message, reason in dead
-        ]
+        letters = [self._dead_letter_for(message, reason, self._subscription.name) for message, reason in dead]
         try:
             refusals = self._dead_letters.publish(letters)
         except PubSubUnavailable as exc:
@@ -293,6 +298,9 @@ class Consumer:
         ack_ids = [m.ack_id for m in messages]
         self._leases.release(ack_ids)
         self._subscription.modify_deadline(ack_ids, seconds)
+        self._still_deferred()  # forget the deferrals that have ended: bounded by the backlog
+        until = time.monotonic() + seconds
+        self._deferred.update((ack_id, until) for ack_id in ack_ids)
         self.stats.deferred += len(ack_ids)
 
     def _nack(self, messages: Sequence[Received]) -> None:
@@ -300,6 +308,12 @@ class Consumer:
         if messages:
             self._hand_back(messages)
             self.stats.nacked += len(messages)
+
+    def _still_deferred(self) -> list[str]:
+        """The ack ids whose deferral has not ended yet (the others are forgotten)."""
+        now = time.monotonic()
+        self._deferred = {ack_id: until for ack_id, until in self._deferred.items() if until > now}
+        return list(self._deferred)
 
     def _hand_back(self, messages: Sequence[Received]) -> None:
         """Give messages back to Pub/Sub for immediate redelivery (not counted as a failure)."""

@@ -13,7 +13,20 @@ from typing import Protocol, TypeVar
 
 from .errors import FatalStoreError, InvalidMessage, StoreError, TransientStoreError
 from .messages import Payment, order_values, parse_order, parse_payment, payment_values
-from .policy import APPLIED, DeadLetter, Fail, Outcome, Retry, event_time_micros, replay_deferral
+from .policy import (
+    APPLIED,
+    RENEW_AFTER,
+    REPLAY_MAX_DELAY,
+    Applied,
+    DeadLetter,
+    Defer,
+    Fail,
+    Outcome,
+    Retry,
+    event_time,
+    event_time_micros,
+    replay_delay,
+)
 from .pubsub_io import Received
 
 __all__ = ["ORDER_NOT_FOUND", "Clock", "Handler", "OrderHandler", "PaymentHandler", "ReplayHandler"]
@@ -150,23 +163,42 @@ class PaymentHandler:
 
 
 class ReplayHandler:
-    """The payment path again, for dead-lettered payments, each tried at most once per interval."""
+    """The payment path again, for dead-lettered payments: apply what can be applied now, and
+    leave the rest in the dead-letter topic, deferred on a growing schedule (`replay_delay`).
 
-    def __init__(self, store: Store, retry_interval: float, now: Clock = utc_now) -> None:
+    Nothing is republished on each try, so a dead letter keeps its data, attributes and first
+    publish time. A dead letter that can never be applied (invalid) is only looked at once per
+    longest deferral; one that fails unexpectedly is deferred like a missing order rather than
+    nacked (the dead-letter subscriptions have no policy to cap a hot loop). One waiting longer
+    than `RENEW_AFTER` is dead-lettered again (republished, then acked), so Pub/Sub's retention
+    never drops it unseen.
+    """
+
+    def __init__(self, store: Store, now: Clock = utc_now) -> None:
         self._payments = PaymentHandler(store, from_dead_letters=True, now=now)
-        self._retry_interval = retry_interval
         self._now = now
 
     def handle(self, batch: Sequence[Received]) -> list[Outcome]:
         now = self._now()
-        outcomes = _Outcomes(len(batch))
-        due: list[int] = []
-        for position, message in enumerate(batch):
-            deferral = replay_deferral(message.attributes, now, self._retry_interval)
-            if deferral is None:
-                due.append(position)
+        outcomes: list[Outcome] = []
+        for message, outcome in zip(batch, self._payments.handle(batch), strict=True):
+            if isinstance(outcome, (Applied, Retry)):
+                outcomes.append(outcome)
+                continue
+            first_published = event_time(message.publish_time, message.attributes, from_dead_letters=True, now=now)
+            age = (now - first_published).total_seconds()
+            if age >= RENEW_AFTER.total_seconds():
+                outcomes.append(_renewal(message, outcome))
+            elif isinstance(outcome, DeadLetter) and outcome.code != ORDER_NOT_FOUND:
+                outcomes.append(Defer(REPLAY_MAX_DELAY))  # invalid: it will never apply
             else:
-                outcomes[position] = deferral
-        for position, outcome in zip(due, self._payments.handle([batch[p] for p in due]), strict=True):
-            outcomes[position] = outcome
-        return outcomes.in_order()
+                outcomes.append(Defer(replay_delay(age)))
+        return outcomes
+
+
+def _renewal(message: Received, outcome: Outcome) -> DeadLetter:
+    """The dead letter that replaces an old one: the same reason, or the failure seen now."""
+    if isinstance(outcome, DeadLetter):
+        return outcome
+    reason = outcome.reason if isinstance(outcome, Fail) else repr(outcome)
+    return DeadLetter(message.attributes.get("error") or "unexpected_failure", reason)

@@ -6,14 +6,20 @@ letter then ack, retry, nack or defer). Nothing here does I/O, so every rule is 
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from .redaction import mask_attributes, mask_card_numbers
+
 __all__ = [
+    "DEAD_LETTER_RETENTION",
     "MAX_ATTRIBUTE_BYTES",
     "MAX_CLOCK_SKEW",
+    "REDACTED",
+    "RENEW_AFTER",
     "Applied",
     "Backoff",
     "DeadLetter",
@@ -25,11 +31,19 @@ __all__ = [
     "dead_letter_attributes",
     "event_time",
     "event_time_micros",
-    "replay_attributes",
-    "replay_deferral",
+    "original_attributes",
+    "redact_dead_letter",
+    "replay_delay",
 ]
 
 MAX_ATTRIBUTE_BYTES = 1024  # Pub/Sub's limit on one attribute value
+REDACTED = "redacted"  # set to "card_number" on a dead letter whose card numbers were masked
+REPLAY_FIRST_DELAY, REPLAY_GROWTH, REPLAY_MAX_DELAY = 5, 0.4, 600  # see replay_delay
+# A subscription keeps an unacked message 7 days at most (the longest Pub/Sub allows, set on the
+# dead-letter subscriptions by `make setup`); the replay republishes a dead letter waiting
+# longer than RENEW_AFTER, so it never expires unseen (see README, "Late payments").
+DEAD_LETTER_RETENTION = timedelta(days=7)
+RENEW_AFTER = DEAD_LETTER_RETENTION - timedelta(days=1)
 MAX_CLOCK_SKEW = timedelta(seconds=60)  # how far ahead of our clock a write time may be
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SOURCE_PUBLISH_TIME = "source_publish_time"  # recorded by this project when it dead-letters
@@ -137,6 +151,27 @@ def dead_letter_attributes(
     return attributes
 
 
+DEAD_LETTER_ATTRIBUTES = (
+    "error",
+    "error_detail",
+    "failed_at",
+    "source_subscription",
+    "source_message_id",
+    SOURCE_PUBLISH_TIME,
+    REDACTED,
+)
+
+
+def original_attributes(dead_letter: Mapping[str, str]) -> dict[str, str]:
+    """A dead letter's attributes without those the dead-lettering added (this project's and
+    Pub/Sub's `CloudPubSubDeadLetter*`): what to publish again when requeueing it by hand."""
+    return {
+        name: value
+        for name, value in dead_letter.items()
+        if name not in DEAD_LETTER_ATTRIBUTES and not name.startswith("CloudPubSubDeadLetter")
+    }
+
+
 def _utc(moment: datetime) -> datetime:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
@@ -180,33 +215,24 @@ def event_time_micros(
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def replay_deferral(attributes: Mapping[str, str], now: datetime, retry_interval: float) -> Defer | None:
-    """For the DLQ replay: a `Defer` if this dead letter was already retried within the interval.
+def replay_delay(age: float) -> int:
+    """Seconds until a dead letter that cannot be applied yet is tried again, given its age
+    (seconds since it was first published): 40 % of its age, at least 5 s, at most 600 s (the
+    longest lease Pub/Sub grants).
 
-    A payment whose order is still missing is republished with `replayed_at`; when it comes
-    back before `retry_interval` has passed, its lease is set to the rest of the interval so it
-    stays in the dead-letter topic, invisible, until the next try (a lease is at most 600 s).
+    Tried again when its age has grown by 40 %, a payment up to 30 s ahead of its order is
+    retried within about 15 s of the order arriving, while one whose order never comes is
+    tried every 10 minutes once it is 25 minutes old. The schedule needs no state: it survives
+    restarts and any number of replay processes.
     """
-    replayed_at = attributes.get("replayed_at")
-    if not replayed_at:
-        return None
-    try:
-        elapsed = (now - datetime.fromisoformat(replayed_at)).total_seconds()
-    except (ValueError, TypeError):
-        return None
-    remaining = retry_interval - elapsed
-    if remaining <= 0:
-        return None
-    return Defer(seconds=max(1, min(600, int(remaining + 0.999))))
+    return max(REPLAY_FIRST_DELAY, min(REPLAY_MAX_DELAY, math.ceil(REPLAY_GROWTH * max(0.0, age))))
 
 
-def replay_attributes(dead_letter: dict[str, str], *, replayed_at: datetime) -> dict[str, str]:
-    """A dead letter republished by the replay: one more `replay_attempts`, and when."""
-    attributes = dict(dead_letter)
-    try:
-        previous = max(0, int(attributes.get("replay_attempts", "0")))
-    except ValueError:
-        previous = 0  # anyone can publish to a DLQ: a mangled count must not stop the replay
-    attributes["replay_attempts"] = str(previous + 1)
-    attributes["replayed_at"] = replayed_at.astimezone(UTC).isoformat(timespec="milliseconds")
-    return attributes
+def redact_dead_letter(data: bytes, attributes: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
+    """A dead letter's data and attributes with every card number masked in both (the one change
+    to "bytes unchanged"), then marked `redacted=card_number`."""
+    masked_data, data_masked = mask_card_numbers(data)
+    masked_attributes, attributes_masked = mask_attributes(attributes)
+    if data_masked or attributes_masked:
+        masked_attributes[REDACTED] = "card_number"
+    return masked_data, masked_attributes

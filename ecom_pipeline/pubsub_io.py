@@ -35,16 +35,16 @@ from .config import PubSubSettings
 from .errors import FatalError, PipelineError, ServiceUnavailable
 
 __all__ = [
-    "DeadLetterPublisher",
     "LeaseKeeper",
     "Prefetcher",
     "PubSubUnavailable",
     "Received",
     "Subscription",
     "SubscriptionClient",
-    "connect_dead_letter_publisher",
+    "SyncPublisher",
     "connect_publisher",
     "connect_subscriber",
+    "connect_sync_publisher",
     "publish_chunks",
     "translate_error",
 ]
@@ -211,8 +211,9 @@ def publish_chunks(
     return chunks
 
 
-class DeadLetterPublisher:
-    """Publishes dead letters to one topic, synchronously, through the raw Publish call.
+class SyncPublisher:
+    """Publishes to one topic synchronously, through the raw Publish call: dead letters, and
+    dead letters requeued by hand (`admin requeue`).
 
     A message's attributes travel as a map, never as keyword arguments, so an attribute named
     `topic`, `data`, `ordering_key`, `retry` or `timeout` is carried like any other.
@@ -227,9 +228,7 @@ class DeadLetterPublisher:
         try:
             self._client.get_topic(topic=self.topic_path, timeout=RPC_TIMEOUT, retry=None)
         except google_exceptions.GoogleAPICallError as exc:
-            raise translate_error(
-                exc, f"reading topic {self.topic_path}", f"dead-letter topic {self.topic_path}"
-            ) from exc
+            raise translate_error(exc, f"reading topic {self.topic_path}", f"topic {self.topic_path}") from exc
 
     def publish(self, messages: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[str | None]:
         """Publish every (data, attributes); per message None, or why Pub/Sub refused it for good.
@@ -259,7 +258,7 @@ class DeadLetterPublisher:
             self._publish(requests, positions[:middle], refusals)
             self._publish(requests, positions[middle:], refusals)
         except google_exceptions.GoogleAPICallError as exc:
-            raise translate_error(exc, f"publish to {self.topic_path}", f"dead-letter topic {self.topic_path}") from exc
+            raise translate_error(exc, f"publish to {self.topic_path}", f"topic {self.topic_path}") from exc
 
     def close(self) -> None:
         self._client.transport.close()  # type: ignore[no-untyped-call]  # the generated transport's close() is unannotated
@@ -411,10 +410,10 @@ def connect_subscriber(settings: PubSubSettings, subscription: str) -> Subscript
         raise FatalError(NO_CREDENTIALS) from exc
 
 
-def connect_dead_letter_publisher(settings: PubSubSettings, topic: str) -> DeadLetterPublisher:
-    """A synchronous publisher of dead letters to `topic`; `FatalError` when there are no credentials."""
+def connect_sync_publisher(settings: PubSubSettings, topic: str) -> SyncPublisher:
+    """A synchronous publisher to `topic`; `FatalError` when there are no credentials."""
     try:
-        return DeadLetterPublisher(RawPublisherClient(**_client_options(settings)), settings.topic_path(topic))
+        return SyncPublisher(RawPublisherClient(**_client_options(settings)), settings.topic_path(topic))
     except auth_exceptions.DefaultCredentialsError as exc:
         raise FatalError(NO_CREDENTIALS) from exc
 

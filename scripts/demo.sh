@@ -33,7 +33,7 @@ echo "   payment consumer: $(final "$LOGS/payment_consumer.log")"
 echo "== 3. the late orders arrive (ids from $LATE), then the DLQ replay"
 $PY order_data_producer.py --count 1000 --rate 0 --seed 43 --start-id $LATE >"$LOGS/late_orders_producer.log" 2>&1
 $PY order_data_consumer.py --exit-after-idle $IDLE >"$LOGS/late_order_consumer.log" 2>&1
-$PY replay_dlq_payments.py --exit-after-idle $IDLE --retry-interval 60 >"$LOGS/replay.log" 2>&1
+$PY replay_dlq_payments.py --exit-after-idle $IDLE >"$LOGS/replay.log" 2>&1
 echo "   order consumer:   $(final "$LOGS/late_order_consumer.log")"
 echo "   DLQ replay:       $(final "$LOGS/replay.log")"
 

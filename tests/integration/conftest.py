@@ -223,10 +223,12 @@ def run_script(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
     started: list[Script] = []
 
     def start(script: str, *args: object, env: dict[str, str] | None = None) -> Script:
-        log = tmp_path / f"{Path(script).stem}-{len(started)}.log"
+        """`script` is a top-level script's file name, or `-m` followed by a module and its arguments."""
+        target = [] if script == "-m" else [str(ROOT / script)]
+        log = tmp_path / f"{Path(script).stem or 'module'}-{len(started)}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [PYTHON, str(ROOT / script), *map(str, args)],
+                [PYTHON, *([script] if script == "-m" else target), *map(str, args)],
                 cwd=ROOT,
                 env={**stack_env, **(env or {})},
                 stdout=out,

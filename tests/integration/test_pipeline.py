@@ -114,8 +114,10 @@ def test_invalid_messages_go_to_their_dead_letter_topic_intact_with_reason(
     drain_orders_then_payments(run_script, topics)
 
     for topic, messages in ((ORDERS_DLQ, bad_orders), (PAYMENTS_DLQ, bad_payments)):
-        dead = {m.message.data: m.message for m in topics.drain(topic, expected=len(messages))}
-        assert set(dead) == set(messages)  # the original bytes, unchanged
+        # The original bytes, unchanged, but for a card number (masked: see test_dead_letters.py).
+        as_dead = {data.replace(b'"4111111111111111"', b'"************1111"'): data for data in messages}
+        dead = {as_dead[m.message.data]: m.message for m in topics.drain(topic, expected=len(messages))}
+        assert set(dead) == set(messages)
         for data, code in messages.items():
             attributes = dict(dead[data].attributes)
             assert attributes["error"] == code, attributes

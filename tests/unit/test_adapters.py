@@ -27,7 +27,7 @@ from google.pubsub_v1.types import PubsubMessage
 from ecom_pipeline import cassandra_io, pubsub_io
 from ecom_pipeline.cassandra_io import unmeetable_consistency
 from ecom_pipeline.errors import FatalError, FatalStoreError, StoreError, TransientStoreError
-from ecom_pipeline.pubsub_io import DeadLetterPublisher, PubSubUnavailable, publish_chunks
+from ecom_pipeline.pubsub_io import PubSubUnavailable, SyncPublisher, publish_chunks
 
 # --- cassandra_io.translate_error ---------------------------------------------------------------
 
@@ -172,7 +172,7 @@ class FakeRawPublisher:
 def test_attributes_named_like_keywords_travel_as_a_map():
     raw = FakeRawPublisher()
     hostile = {"topic": "a", "data": "b", "ordering_key": "c", "retry": "d", "timeout": "e", "": "empty name"}
-    assert DeadLetterPublisher(raw, "projects/p/topics/t").publish([(b"x", hostile)]) == [None]  # type: ignore[arg-type]  # a fake of the generated client's publish() alone
+    assert SyncPublisher(raw, "projects/p/topics/t").publish([(b"x", hostile)]) == [None]  # type: ignore[arg-type]  # a fake of the generated client's publish() alone
     [[message]] = raw.requests
     assert (message.data, dict(message.attributes)) == (b"x", hostile)
 
@@ -180,7 +180,7 @@ def test_attributes_named_like_keywords_travel_as_a_map():
 def test_a_refused_dead_letter_is_isolated_and_the_rest_are_published():
     raw = FakeRawPublisher()
     letters: list[tuple[bytes, dict[str, str]]] = [(b"ok-1", {}), (b"refuse", {}), (b"ok-2", {}), (b"ok-3", {})]
-    refusals = DeadLetterPublisher(raw, "projects/p/topics/t").publish(letters)  # type: ignore[arg-type]  # a fake of the generated client's publish() alone
+    refusals = SyncPublisher(raw, "projects/p/topics/t").publish(letters)  # type: ignore[arg-type]  # a fake of the generated client's publish() alone
     assert refusals[1] is not None and "too many attributes" in refusals[1]
     assert [refusals[0], refusals[2], refusals[3]] == [None, None, None]
     accepted = [m.data for request in raw.requests if not any(x.data == b"refuse" for x in request) for m in request]
@@ -196,4 +196,4 @@ def test_a_refused_dead_letter_is_isolated_and_the_rest_are_published():
 )
 def test_a_dead_letter_publish_error_is_raised_as_the_pipelines_own(error, kind):
     with pytest.raises(kind):
-        DeadLetterPublisher(FakeRawPublisher(error), "projects/p/topics/t").publish([(b"x", {})])  # type: ignore[arg-type]  # a fake of the generated client's publish() alone
+        SyncPublisher(FakeRawPublisher(error), "projects/p/topics/t").publish([(b"x", {})])  # type: ignore[arg-type]  # a fake of the generated client's publish() alone

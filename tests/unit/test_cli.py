@@ -46,12 +46,6 @@ def test_out_of_range_producer_flags_are_usage_errors(argv, capsys):
     assert argv[0] in capsys.readouterr().err
 
 
-def test_the_replay_alone_takes_a_retry_interval():
-    assert cli.consumer_parser(None, Kind.REPLAY).parse_args(["--retry-interval", "30"]).retry_interval == 30.0
-    with pytest.raises(SystemExit):
-        cli.consumer_parser(None, Kind.ORDERS).parse_args(["--retry-interval", "30"])
-
-
 @pytest.mark.parametrize(
     ("kind", "subscription", "dead_letter_topic"),
     [
@@ -81,7 +75,6 @@ def test_help_shows_every_default_and_no_none(capsys):
         "(default: 5.0)",
         "(default: 1)",
         "(default: INFO)",
-        "(default: 300.0)",
         "(default: dlq_payments_data-sub)",
     ):
         assert default in text

@@ -1,7 +1,7 @@
 """The consumer loop, the lease keeper and the prefetcher, with small fakes of the two Pub/Sub clients.
 
 `FakeSubscription` and `FakeDeadLetters` stand in for `SubscriptionClient` and
-`DeadLetterPublisher` (our adapters, not Google's classes); the real services are exercised by
+`SyncPublisher` (our adapters, not Google's classes); the real services are exercised by
 the integration tests. Handlers are scripted: each call returns the next list of outcomes.
 """
 
@@ -97,8 +97,8 @@ def messages(count: int) -> list[Received]:
     return [received(b"{}", message_id=f"m{i}", attributes={"topic": "t", "data": "d"}) for i in range(count)]
 
 
-def attributes_for(message: Received, reason: DeadLetter, subscription: str) -> dict[str, str]:
-    return {**message.attributes, "error": reason.code, "source_subscription": subscription}
+def dead_letter_for(message: Received, reason: DeadLetter, subscription: str) -> tuple[bytes, dict[str, str]]:
+    return message.data, {**message.attributes, "error": reason.code, "source_subscription": subscription}
 
 
 def settings(**changes: Any) -> ConsumerSettings:
@@ -129,7 +129,7 @@ def consumer(
         dead or FakeDeadLetters(),
         settings(**changes),
         stop or threading.Event(),
-        attributes_for,
+        dead_letter_for,
         lease_tick=0.05,
     )
 
@@ -173,7 +173,7 @@ def test_each_outcome_is_settled_its_own_way():
     stats = consumer(subscription, handler, dead).run()
 
     assert subscription.acked == [*acks(batch[:2]), batch[4].ack_id]  # applied and dead-lettered; the retry later
-    assert subscription.nacked() == [batch[2].ack_id]
+    assert subscription.nacked() == [batch[2].ack_id, batch[3].ack_id]  # the failure; at exit, the deferral
     assert subscription.set_to(120) == [batch[3].ack_id]
     assert dead.published == [
         (b"{}", {"topic": "t", "data": "d", "error": "invalid_json", "source_subscription": "orders_data-sub"})
@@ -181,6 +181,23 @@ def test_each_outcome_is_settled_its_own_way():
     assert handler.batches == [[f"m{i}" for i in range(5)], ["m4"]]  # only the retried message again
     assert (stats.received, stats.applied, stats.nacked, stats.deferred, stats.retried) == (5, 2, 1, 1, 1)
     assert dict(stats.dead_lettered) == {"invalid_json": 1}
+
+
+def test_a_deferred_message_is_handed_back_when_the_consumer_stops():
+    deferred, applied = messages(2)
+    subscription = FakeSubscription(to_pull=[deferred, applied])
+    stats = consumer(subscription, ScriptedHandler([Defer(600), Applied()])).run()
+    assert subscription.set_to(600) == [deferred.ack_id]
+    assert subscription.nacked() == [deferred.ack_id]  # visible again at once, not in 10 minutes
+    assert (stats.deferred, stats.nacked) == (1, 0)
+
+
+def test_a_deferral_that_has_ended_is_not_handed_back():
+    [message] = messages(1)
+    subscription = FakeSubscription(to_pull=[message])
+    consumer(subscription, ScriptedHandler([Defer(1)]), exit_after_idle=1.3).run()  # idle outlasts the deferral
+    assert subscription.set_to(1) == [message.ack_id]
+    assert subscription.nacked() == []
 
 
 def test_messages_are_leased_on_arrival_and_every_lease_is_released_when_settled():

@@ -205,34 +205,62 @@ def test_payment_handler_applies_two_payments_for_the_same_order():
 # --- ReplayHandler ------------------------------------------------------------------------------
 
 
-def test_replay_handler_defers_a_recently_replayed_dead_letter_without_touching_the_store():
+def test_replay_handler_applies_a_dead_letter_whose_order_now_exists():
     store = FakeFactStore(existing={101})
-    recent = payment_message(7, 101, attributes={"replayed_at": (NOW - timedelta(seconds=60)).isoformat()})
-    outcomes = ReplayHandler(store, retry_interval=300, now=lambda: NOW).handle([recent])
-    assert outcomes == [Defer(seconds=240)]
-    assert store.lookups == []
+    assert ReplayHandler(store, now=lambda: NOW).handle([payment_message(1, 101)]) == [Applied()]
+    assert [values[0] for _, values, _ in store.updated] == [1]
+
+
+@pytest.mark.parametrize(
+    ("age", "delay"),
+    [(0, 5), (10, 5), (12.4, 5), (20, 8), (30, 12), (37.5, 15), (100, 40), (1500, 600), (86_400, 600)],
+)
+def test_replay_handler_defers_a_missing_order_by_40_percent_of_the_dead_letters_age(age, delay):
+    first = NOW - timedelta(seconds=age)
+    message = payment_message(7, 555, publish_time=first)
+    assert ReplayHandler(FakeFactStore(), now=lambda: NOW).handle([message]) == [Defer(seconds=delay)]
+
+
+def test_replay_handler_measures_the_age_from_the_first_publish_time():
+    first = NOW - timedelta(seconds=100)
+    message = payment_message(7, 555, publish_time=NOW, attributes={"source_publish_time": first.isoformat()})
+    assert ReplayHandler(FakeFactStore(), now=lambda: NOW).handle([message]) == [Defer(seconds=40)]
+
+
+def test_replay_handler_looks_at_an_invalid_dead_letter_only_once_per_longest_deferral():
+    store = FakeFactStore()
+    outcomes = ReplayHandler(store, now=lambda: NOW).handle([received(b"{}", publish_time=NOW)])
+    assert outcomes == [Defer(seconds=600)]
     assert store.updated == []
 
 
-def test_replay_handler_handles_due_dead_letters_like_payments():
-    store = FakeFactStore(existing={101})
-    batch = [
-        payment_message(1, 101),  # never replayed
-        payment_message(2, 101, attributes={"replayed_at": (NOW - timedelta(seconds=30)).isoformat()}),
-        payment_message(3, 555, attributes={"replayed_at": (NOW - timedelta(seconds=900)).isoformat()}),
-        received(b"{}", message_id="empty-object"),
+def test_replay_handler_defers_an_unexpected_failure_instead_of_nacking_it_into_a_hot_loop():
+    store = FakeFactStore(existing={101}, update_errors={101: StoreError("InvalidRequest: odd")})
+    message = payment_message(7, 101, publish_time=NOW - timedelta(seconds=50))
+    assert ReplayHandler(store, now=lambda: NOW).handle([message]) == [Defer(seconds=20)]
+
+
+def test_replay_handler_retries_a_transient_failure_in_place():
+    store = FakeFactStore(existing={101}, update_errors={101: TransientStoreError("timeout")})
+    outcomes = ReplayHandler(store, now=lambda: NOW).handle([payment_message(7, 101)])
+    assert outcomes == [Retry("timeout")]
+
+
+def test_replay_handler_republishes_a_dead_letter_about_to_outlive_the_retention():
+    old = NOW - timedelta(days=6, seconds=1)
+    missing = payment_message(7, 555, publish_time=old, attributes={"error": ORDER_NOT_FOUND})
+    failing = payment_message(8, 101, publish_time=old)
+    store = FakeFactStore(existing={101}, update_errors={101: StoreError("InvalidRequest: odd")})
+    outcomes = ReplayHandler(store, now=lambda: NOW).handle([missing, failing])
+    assert outcomes == [
+        DeadLetter(ORDER_NOT_FOUND, "order_id 555 does not exist"),
+        DeadLetter("unexpected_failure", "InvalidRequest: odd"),
     ]
-    outcomes = ReplayHandler(store, retry_interval=300, now=lambda: NOW).handle(batch)
-    assert outcomes[0] == Applied()
-    assert outcomes[1] == Defer(seconds=270)
-    assert isinstance(outcomes[2], DeadLetter) and outcomes[2].code == ORDER_NOT_FOUND
-    assert isinstance(outcomes[3], DeadLetter) and outcomes[3].code == "invalid_message"
-    assert [values[0] for _, values, _ in store.updated] == [1]
 
 
 def test_replay_handler_writes_a_replayed_payment_with_its_first_publish_time():
     first = PUBLISH_TIME - timedelta(days=1)
     store = FakeFactStore(existing={101})
     message = payment_message(7, 101, attributes={"source_publish_time": first.isoformat()})
-    ReplayHandler(store, retry_interval=300, now=lambda: NOW).handle([message])
+    ReplayHandler(store, now=lambda: NOW).handle([message])
     assert store.updated[0][2] == micros(first)

@@ -138,3 +138,11 @@ def test_orphan_ids_fit_a_bigint_and_are_valid_ids():
     mock = MockData(seed=9)
     for data in take(payment_messages(mock, start_id=2**62, orphan_every=1), 3):
         assert parse_payment(data).order_id > ORPHAN_ID_OFFSET
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_no_message_of_either_producer_carries_a_card_number_whatever_the_seed(seed):
+    mock = MockData(seed=seed)
+    texts = [m.decode() for m in take(payment_messages(mock, start_id=1, orphan_every=5), 200)]
+    texts += [m.decode() for m in take(order_messages(mock, 1), 200)]
+    assert [numbers for text in texts if (numbers := card_like_numbers(text))] == []

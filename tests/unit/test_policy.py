@@ -12,12 +12,11 @@ from ecom_pipeline.policy import (
     MAX_ATTRIBUTE_BYTES,
     MAX_CLOCK_SKEW,
     Backoff,
-    Defer,
     dead_letter_attributes,
     event_time,
     event_time_micros,
-    replay_attributes,
-    replay_deferral,
+    redact_dead_letter,
+    replay_delay,
 )
 from tests.unit.conftest import micros
 
@@ -253,84 +252,40 @@ def test_event_time_round_trips_through_dead_letter_attributes():
     assert event_time_micros(NOW, attributes, from_dead_letters=True, now=NOW) == micros(FIRST_PUBLISHED)
 
 
-# --- replay_deferral ----------------------------------------------------------------------------
-
-
-def replayed(seconds_ago: float) -> dict[str, str]:
-    return {"replayed_at": (NOW - timedelta(seconds=seconds_ago)).isoformat()}
-
-
-def test_a_dead_letter_never_replayed_is_not_deferred():
-    assert replay_deferral({}, NOW, 300) is None
-    assert replay_deferral({"replayed_at": ""}, NOW, 300) is None
-
-
-@pytest.mark.parametrize("seconds_ago", [300, 300.5, 3600])
-def test_a_dead_letter_replayed_longer_ago_than_the_interval_is_not_deferred(seconds_ago):
-    assert replay_deferral(replayed(seconds_ago), NOW, 300) is None
-
-
-def test_a_recently_replayed_dead_letter_is_deferred_for_the_rest_of_the_interval():
-    assert replay_deferral(replayed(10), NOW, 300) == Defer(seconds=290)
-
-
-def test_a_deferral_rounds_a_fraction_of_a_second_up():
-    assert replay_deferral(replayed(10.5), NOW, 300) == Defer(seconds=290)
-
-
-def test_a_deferral_is_at_least_one_second():
-    assert replay_deferral(replayed(299.9995), NOW, 300) == Defer(seconds=1)
-
-
-def test_a_deferral_is_at_most_the_600_second_lease_limit():
-    assert replay_deferral(replayed(1), NOW, 3600) == Defer(seconds=600)
-
-
-def test_a_deferral_works_across_time_zones():
-    tokyo = timezone(timedelta(hours=9))
-    attributes = {"replayed_at": (NOW - timedelta(seconds=60)).astimezone(tokyo).isoformat()}
-    assert replay_deferral(attributes, NOW, 300) == Defer(seconds=240)
+# --- replay_delay -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "mangled", ["soon", "2026-02-30T00:00:00", "2026-03-01T09:59:00"], ids=["word", "bad-day", "naive"]
+    ("age", "delay"), [(-5, 5), (0, 5), (12.5, 5), (12.6, 6), (30, 12), (100, 40), (1499, 600), (10**9, 600)]
 )
-def test_a_mangled_replayed_at_does_not_defer(mangled):
-    assert replay_deferral({"replayed_at": mangled}, NOW, 300) is None
+def test_replay_delay_is_40_percent_of_the_age_between_5_and_600_seconds(age, delay):
+    assert replay_delay(age) == delay
 
 
-# --- replay_attributes --------------------------------------------------------------------------
+def test_a_payment_up_to_30_s_ahead_of_its_order_is_retried_within_15_s_of_the_order():
+    """Walk the schedule: every gap that covers an order arriving 0-30 s late is at most 15 s."""
+    tries, age = [0.0], 0.0
+    while age < 60:
+        age += replay_delay(age)
+        tries.append(age)
+    for order_arrives in range(31):
+        next_try = min(t for t in tries if t >= order_arrives)
+        assert next_try - order_arrives <= 15, (order_arrives, tries)
 
 
-@pytest.mark.parametrize(("before", "after"), [(None, "1"), ("0", "1"), ("3", "4"), ("", "1")])
-def test_replay_attributes_counts_one_more_attempt(before, after):
-    dead = {"error": "order_not_found"} if before is None else {"error": "order_not_found", "replay_attempts": before}
-    assert replay_attributes(dead, replayed_at=NOW)["replay_attempts"] == after
+# --- redact_dead_letter: card numbers masked -----------------------------------------------------
 
 
-def test_replay_attributes_records_when_in_utc_and_keeps_the_rest():
-    dead = {"error": "order_not_found", "source_subscription": "payments_data-sub"}
-    attributes = replay_attributes(dead, replayed_at=NOW.astimezone(timezone(timedelta(hours=2))))
-    replayed_at = datetime.fromisoformat(attributes["replayed_at"])
-    assert replayed_at == NOW
-    assert replayed_at.utcoffset() == timedelta(0)
-    assert attributes["source_subscription"] == "payments_data-sub"
-    assert dead == {"error": "order_not_found", "source_subscription": "payments_data-sub"}
+def test_a_dead_letter_with_a_card_number_is_masked_and_marked():
+    data = b'{"payment_id": 1, "card_last_four": "4111111111111111"}'
+    masked, attributes = redact_dead_letter(data, dead_letter({"note": "card 4111-1111-1111-1111"}))
+    assert masked == b'{"payment_id": 1, "card_last_four": "************1111"}'
+    assert attributes["note"] == "card ****-****-****-1111"
+    assert attributes["redacted"] == "card_number"
 
 
-def test_replay_attributes_feed_replay_deferral():
-    attributes = replay_attributes({}, replayed_at=NOW - timedelta(seconds=100))
-    assert replay_deferral(attributes, NOW, 300) == Defer(seconds=200)
-
-
-@pytest.mark.parametrize("mangled", ["abc", "1.5", "-"])
-def test_replay_attributes_survives_a_mangled_attempt_count(mangled):
-    """Anyone who can publish to the DLQ sets attributes; a bad count must not crash the replay.
-
-    Fails today: `int("abc")` raises ValueError inside `replay_attributes`, which the consumer
-    calls outside any try (Consumer._act), so one such dead letter stops the replay consumer,
-    and it comes back (never acked) to stop it again.
-    """
-    attributes = replay_attributes({"replay_attempts": mangled}, replayed_at=NOW)
-    assert attributes["replay_attempts"].isdigit()
-    assert int(attributes["replay_attempts"]) >= 1
+def test_a_dead_letter_without_a_card_number_is_unchanged_and_unmarked():
+    data = b'{"order_id": 4111111111111111, "card_last_four": "1111"}'  # an id is not a card
+    masked, attributes = redact_dead_letter(data, dead_letter({"trace": "abc"}))
+    assert masked == data
+    assert "redacted" not in attributes and attributes["trace"] == "abc"
