@@ -7,7 +7,9 @@ On the same generated data (seed 7), each repeat measures:
   their peak RSS (VmHWM, summed over worker processes);
 - the BASELINE consumers (bench/baseline_consumers.py, the original scripts' approach);
 - the raw ceilings: pull + bulk ack with no database, and prepared INSERTs through the driver
-  (bench/insert_load.py) from one process and from two, with no Pub/Sub, on an empty table;
+  (bench/insert_load.py) from one process and from two, and in the consumers' own UNLOGGED
+  batches grouped by replica, with no Pub/Sub, on an empty table;
+- each consumer's CPU seconds (user + system, its workers included) per 10,000 messages;
 - end-to-end latency at a steady publish rate below capacity (publish time to row written and
   acked, measured by the consumer);
 - payments racing 0-30 s ahead of their orders, healed by the DLQ replay (bench/racing.py):
@@ -25,6 +27,7 @@ import logging
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -112,9 +115,11 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def run_process(argv: list[str], env: dict[str, str]) -> tuple[str, float]:
-    """Run a script to completion; its output and its peak resident memory in MiB (summed over
-    its worker processes, each at its own peak)."""
+def run_process(argv: list[str], env: dict[str, str]) -> tuple[str, float, float]:
+    """Run a script to completion; its output, its peak resident memory in MiB (summed over its
+    worker processes, each at its own peak) and the CPU seconds (user + system) it and its
+    workers used."""
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryFile() as log_file:
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         peaks: dict[int, int] = {}
@@ -128,9 +133,11 @@ def run_process(argv: list[str], env: dict[str, str]) -> tuple[str, float]:
         log_file.seek(0)
         output = log_file.read().decode(errors="replace")
     peak_kib = sum(peaks.values())
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # this child and what it reaped
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[1:3])} failed ({process.returncode}):\n{output[-2000:]}")
-    return output, peak_kib / 1024
+    return output, peak_kib / 1024, cpu
 
 
 def final_figures(output: str) -> dict[str, float]:
@@ -141,7 +148,7 @@ def final_figures(output: str) -> dict[str, float]:
 
 
 def produce(bench: Bench, script: str, topic: str, count: int, *extra: object, rate: float = 0) -> float:
-    output, _ = run_process(
+    output, _, _ = run_process(
         [PY, script, "--topic", topic, "--count", str(count), "--rate", str(rate), "--seed", "7", *map(str, extra)],
         bench.env,
     )
@@ -151,7 +158,8 @@ def produce(bench: Bench, script: str, topic: str, count: int, *extra: object, r
 def consume(
     bench: Bench, script: str, topic: str, dlq: str, expected: int, workers: int
 ) -> tuple[dict[str, float], float]:
-    output, rss = run_process(
+    """The consumer's final figures, plus `cpu10k` (CPU seconds per 10,000 messages); its RSS."""
+    output, rss, cpu = run_process(
         [
             PY,
             script,
@@ -169,17 +177,19 @@ def consume(
     figures = final_figures(output)
     if figures["applied"] != expected:
         raise RuntimeError(f"{script} applied {figures['applied']:.0f} of {expected}:\n{output[-2000:]}")
+    figures["cpu10k"] = cpu / expected * 10_000
     return figures, rss
 
 
-def baseline(bench: Bench, kind: str, topic: str, dlq: str, expected: int) -> tuple[float, float]:
-    output, rss = run_process(
+def baseline(bench: Bench, kind: str, topic: str, dlq: str, expected: int) -> tuple[float, float, float]:
+    """The baseline's rate, its RSS, and its CPU seconds per 10,000 messages."""
+    output, rss, cpu = run_process(
         [PY, "bench/baseline_consumers.py", kind, bench.subscription_path(topic), bench.topic_path(dlq)], bench.env
     )
     result = json.loads(output.strip().splitlines()[-1])
     if result["processed"] < expected:
         raise RuntimeError(f"baseline {kind} processed {result['processed']} of {expected}")
-    return result["processed"] / result["seconds"], rss
+    return result["processed"] / result["seconds"], rss, cpu / result["processed"] * 10_000
 
 
 def ceiling_pull_ack(bench: Bench, topic: str, n: int) -> float:
@@ -198,14 +208,16 @@ def ceiling_pull_ack(bench: Bench, topic: str, n: int) -> float:
     return received / (time.monotonic() - started)
 
 
-def ceiling_inserts(bench: Bench, n: int, processes: int, concurrency: int) -> float:
+def ceiling_inserts(bench: Bench, n: int, processes: int, concurrency: int, batched: bool = False) -> float:
     """Prepared INSERTs of n orders through the driver from `processes` processes at once, no
-    Pub/Sub: Cassandra's side alone, on an empty table as the consumers had it."""
+    Pub/Sub: Cassandra's side alone, on an empty table as the consumers had it. `batched`: in
+    the consumers' own UNLOGGED batches grouped by replica, else single statements."""
     bench.truncate()
     share = n // processes
+    mode = ["--batched"] if batched else ["--concurrency", str(concurrency)]
     loads = [
         subprocess.Popen(
-            [PY, "-m", "bench.insert_load", str(1 + k * share), str(share), "--concurrency", str(concurrency)],
+            [PY, "-m", "bench.insert_load", str(1 + k * share), str(share), *mode],
             cwd=ROOT,
             env=bench.env,
             stdout=subprocess.PIPE,
@@ -237,6 +249,7 @@ def one_repeat(bench: Bench, n: int, baseline_n: int, latency_rate: int, latency
             bench, "order_data_consumer.py", orders, dlq, n, workers
         )
         figures[f"order_consumer{suffix}_msgs"] = result["rate"]
+        figures[f"order_consumer{suffix}_cpu10k"] = result["cpu10k"]
         figures[f"producer_payments{suffix}_msgs"] = produce(
             bench, "payments_data_producer.py", payments, n, "--orphan-every", 0
         )
@@ -244,16 +257,17 @@ def one_repeat(bench: Bench, n: int, baseline_n: int, latency_rate: int, latency
             bench, "ingest_in_fact_table.py", payments, dlq, n, workers
         )
         figures[f"payment_consumer{suffix}_msgs"] = result["rate"]
+        figures[f"payment_consumer{suffix}_cpu10k"] = result["cpu10k"]
 
     log.info("baselines, %d messages each", baseline_n)
     orders, payments = bench.topic("baseline-orders"), bench.topic("baseline-payments")
     produce(bench, "order_data_producer.py", orders, baseline_n)
-    figures["baseline_orders_msgs"], figures["baseline_orders_rss_mib"] = baseline(
+    figures["baseline_orders_msgs"], figures["baseline_orders_rss_mib"], figures["baseline_orders_cpu10k"] = baseline(
         bench, "orders", orders, dlq, baseline_n
     )
     produce(bench, "payments_data_producer.py", payments, baseline_n, "--orphan-every", 0)
-    figures["baseline_payments_msgs"], figures["baseline_payments_rss_mib"] = baseline(
-        bench, "payments", payments, dlq, baseline_n
+    figures["baseline_payments_msgs"], figures["baseline_payments_rss_mib"], figures["baseline_payments_cpu10k"] = (
+        baseline(bench, "payments", payments, dlq, baseline_n)
     )
 
     log.info("raw ceilings, %d messages each", n)
@@ -262,7 +276,10 @@ def one_repeat(bench: Bench, n: int, baseline_n: int, latency_rate: int, latency
     figures["ceiling_pull_ack_msgs"] = ceiling_pull_ack(bench, orders, n)
     figures["ceiling_inserts_1p_msgs"] = ceiling_inserts(bench, n, processes=1, concurrency=512)
     figures["ceiling_inserts_2p_msgs"] = ceiling_inserts(bench, n, processes=2, concurrency=256)
-    figures["ceiling_inserts_msgs"] = max(figures["ceiling_inserts_1p_msgs"], figures["ceiling_inserts_2p_msgs"])
+    figures["ceiling_batched_msgs"] = ceiling_inserts(bench, n, processes=1, concurrency=0, batched=True)
+    figures["ceiling_inserts_msgs"] = max(
+        figures["ceiling_inserts_1p_msgs"], figures["ceiling_inserts_2p_msgs"], figures["ceiling_batched_msgs"]
+    )
 
     log.info("latency at %d msg/s for %d s", latency_rate, latency_seconds)
     orders = bench.topic("latency")
@@ -314,6 +331,11 @@ LABELS = [  # key, row label, chart label
         "ceiling: prepared INSERTs, 2 processes, 256 in flight each, no Pub/Sub",
         "ceiling: INSERTs, 2 processes",
     ),
+    (
+        "ceiling_batched_msgs",
+        "ceiling: prepared INSERTs in UNLOGGED batches grouped by replica, 1 process, no Pub/Sub",
+        "ceiling: batched INSERTs",
+    ),
 ]
 
 RATIOS = {  # name: (numerator, denominator); computed within each repeat, then the median
@@ -321,9 +343,11 @@ RATIOS = {  # name: (numerator, denominator); computed within each repeat, then 
     "order consumer, 2 workers / orders baseline": ("order_consumer_2w_msgs", "baseline_orders_msgs"),
     "payment consumer / payments baseline": ("payment_consumer_msgs", "baseline_payments_msgs"),
     "payment consumer, 2 workers / payments baseline": ("payment_consumer_2w_msgs", "baseline_payments_msgs"),
-    "order consumer / lower raw ceiling": ("order_consumer_msgs", "lower_ceiling_msgs"),
-    "order consumer, 2 workers / lower raw ceiling": ("order_consumer_2w_msgs", "lower_ceiling_msgs"),
-    "INSERT ceiling (better of 1 and 2 processes) / orders baseline": ("ceiling_inserts_msgs", "baseline_orders_msgs"),
+    "order consumer / batched INSERT ceiling": ("order_consumer_msgs", "ceiling_batched_msgs"),
+    "order consumer / best INSERT ceiling": ("order_consumer_msgs", "ceiling_inserts_msgs"),
+    "order consumer, 2 workers / best INSERT ceiling": ("order_consumer_2w_msgs", "ceiling_inserts_msgs"),
+    "payment consumer / order consumer": ("payment_consumer_msgs", "order_consumer_msgs"),
+    "best INSERT ceiling / orders baseline": ("ceiling_inserts_msgs", "baseline_orders_msgs"),
 }
 
 
@@ -342,20 +366,20 @@ def machine() -> str:
 
 
 def report(runs: list[dict[str, float]], n: int, baseline_n: int, latency_rate: int) -> dict[str, object]:
-    for run in runs:
-        run["lower_ceiling_msgs"] = min(run["ceiling_pull_ack_msgs"], run["ceiling_inserts_msgs"])
     median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     lines = [
         f"Machine: {machine()}. Cassandra 5.0.9 and the Pub/Sub emulator on the same machine.",
         f"N = {n:,} messages ({baseline_n:,} for the baselines), median of {len(runs)} repeats.",
         "",
-        "| measurement | msg/s (median) | each repeat | peak RSS |",
-        "|---|---:|---|---:|",
+        "| measurement | msg/s (median) | each repeat | peak RSS | CPU s / 10k msgs |",
+        "|---|---:|---|---:|---:|",
     ]
     for key, label, _ in LABELS:
-        rss_key = key.replace("_msgs", "_rss_mib")
+        rss_key, cpu_key = key.replace("_msgs", "_rss_mib"), key.replace("_msgs", "_cpu10k")
         rss = f"{median[rss_key]:.0f} MiB" if rss_key in median else ""
-        lines.append(f"| {label} | {median[key]:,.0f} | {', '.join(f'{r[key]:,.0f}' for r in runs)} | {rss} |")
+        cpu = f"{median[cpu_key]:.1f}" if cpu_key in median else ""
+        repeats = ", ".join(f"{r[key]:,.0f}" for r in runs)
+        lines.append(f"| {label} | {median[key]:,.0f} | {repeats} | {rss} | {cpu} |")
     ratios = {}
     lines += ["", "| ratio, within each repeat | median | each repeat |", "|---|---:|---|"]
     for name, (top, bottom) in RATIOS.items():

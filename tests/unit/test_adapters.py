@@ -25,7 +25,13 @@ from google.api_core import exceptions as google_exceptions
 from google.pubsub_v1.types import PubsubMessage
 
 from ecom_pipeline import cassandra_io, pubsub_io
-from ecom_pipeline.cassandra_io import unmeetable_consistency
+from ecom_pipeline.cassandra_io import (
+    MAX_BATCH_BYTES,
+    estimated_size,
+    plan_batches,
+    row_errors,
+    unmeetable_consistency,
+)
 from ecom_pipeline.errors import FatalError, FatalStoreError, StoreError, TransientStoreError
 from ecom_pipeline.pubsub_io import PubSubUnavailable, SyncPublisher, publish_chunks
 
@@ -197,3 +203,51 @@ def test_a_refused_dead_letter_is_isolated_and_the_rest_are_published():
 def test_a_dead_letter_publish_error_is_raised_as_the_pipelines_own(error, kind):
     with pytest.raises(kind):
         SyncPublisher(FakeRawPublisher(error), "projects/p/topics/t").publish([(b"x", {})])  # type: ignore[arg-type]  # a fake of the generated client's publish() alone
+
+
+# --- batches of rows that share their replicas ---------------------------------------------------
+
+
+def test_rows_are_batched_only_with_rows_of_the_same_replica_set():
+    keys = ["a", "b", "a", "c", "b", "a"]
+    assert plan_batches(keys, [10] * 6, max_rows=20, max_bytes=4096) == [[0, 2, 5], [1, 4], [3]]
+
+
+def test_a_batch_holds_at_most_max_rows():
+    assert plan_batches(["n"] * 7, [10] * 7, max_rows=3, max_bytes=4096) == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_a_batch_stays_under_max_bytes_and_an_oversized_row_goes_alone():
+    sizes = [1500, 1500, 1500, 5000, 100]
+    assert plan_batches(["n"] * 5, sizes, max_rows=20, max_bytes=4096) == [[0, 1], [2], [3], [4]]
+
+
+def test_no_rows_no_batches():
+    assert plan_batches([], [], max_rows=20, max_bytes=4096) == []
+
+
+def test_the_size_of_a_row_counts_utf8_bytes_of_text_and_eight_per_number():
+    overhead = 20
+    assert estimated_size((1, 2.5, "abc", "é", None)) == (8 + overhead) * 2 + (3 + overhead) + (2 + overhead)
+
+
+def test_an_order_with_a_1000_character_address_fits_a_batch_by_itself():
+    order = (1, 2, "lamp", 3, 9.5, "x" * 1000, "pending", "2026-11-25T10:00:00Z", 1_764_000_000_000_000)
+    assert estimated_size(order) < MAX_BATCH_BYTES
+
+
+def test_the_estimate_is_at_least_what_cassandra_counted_for_these_rows():
+    """Sizes Cassandra's batch size check reported for 40-row batches of these rows (system.log)."""
+    small = (1, 7, "lamp", 1, 2.5, "1 Main St", "pending", "2026-11-25T10:00:00Z", 1_764_000_000_000_000)
+    large = (1, 7, "i" * 1000, 1, 2.5, "a" * 1000, "pending", "2026-11-25T10:00:00Z", 1_764_000_000_000_000)
+    assert estimated_size(small) >= 9.922 * 1024 / 40
+    assert estimated_size(large) >= 87.539 * 1024 / 40
+
+
+def test_a_batch_refused_for_good_is_split_and_the_others_keep_their_outcome():
+    refused, down = StoreError("InvalidRequest: too large"), TransientStoreError("WriteTimeout")
+    lost = FatalStoreError("Unauthorized")
+    batches = [[0, 1], [2, 3], [4], [5, 6], [7, 8]]
+    errors, one_by_one = row_errors(batches, [None, refused, refused, down, lost], rows=9)
+    assert one_by_one == [2, 3]  # only a batch of several rows refused for good is split
+    assert errors == [None, None, None, None, refused, down, down, lost, lost]
