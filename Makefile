@@ -15,12 +15,13 @@ export CASSANDRA_PORT ?= 9042
 export CASSANDRA_KEYSPACE ?= ecom_store
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv jars stack stack-down stack-status setup demo lint test test-unit bench audit clean
+.PHONY: help venv jars stack stack-down stack-status setup demo lint monitoring-check observe test test-unit bench audit clean
 
 help:
 	@echo "make demo     bring the stack up, set it up, run the whole pipeline once and summarise"
 	@echo "make test     bring the stack up and run every test (unit + integration)"
-	@echo "make lint     ruff (lint, format check) and mypy; seconds, no services"
+	@echo "make lint     ruff (lint, format check), mypy, promtool; seconds, no services"
+	@echo "make observe  Prometheus on 127.0.0.1:9090 scraping the scripts (monitoring/)"
 	@echo "make stack | stack-down | stack-status | setup | audit | bench | test-unit | clean"
 
 # The virtualenv, reinstalled whenever a requirements file changes.
@@ -65,10 +66,21 @@ audit: venv
 	$(PY) -m ecom_pipeline.admin audit $(AUDIT_ARGS)
 
 # Lint first, before any service starts: a newcomer's change is checked as the maintainers' are.
-lint: venv
+lint: venv monitoring-check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The Prometheus config and alert rules, with promtool's unit tests of every alert.
+monitoring-check:
+	@command -v promtool >/dev/null || { echo "promtool is needed: apt-get install prometheus (.ci/run does)"; exit 1; }
+	promtool check config monitoring/prometheus.yml
+	promtool check rules monitoring/alerts.yml
+	promtool test rules monitoring/alerts_test.yml
+
+# Prometheus on 127.0.0.1:9090 scraping the scripts (monitoring/prometheus.yml); make stack-down stops it.
+observe: venv
+	$(STACK_PY) observe
 
 test-unit: venv
 	$(PY) -m pytest tests/unit -q

@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     cli.add_producer_arguments(parser, ORDERS_TOPIC, "orders")
     args = parser.parse_args(argv)
-    return cli.run_producer_script(args, lambda mock: order_messages(mock, args.start_id), os.environ)
+    return cli.run_producer_script(
+        "order_data_producer", args, lambda mock: order_messages(mock, args.start_id), os.environ
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     return cli.run_producer_script(
-        args, lambda mock: payment_messages(mock, args.start_id, args.orphan_every), os.environ
+        "payments_data_producer",
+        args,
+        lambda mock: payment_messages(mock, args.start_id, args.orphan_every),
+        os.environ,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from typing import TypeVar
@@ -12,8 +12,9 @@ from typing import TypeVar
 from .cassandra_io import connect
 from .config import CassandraSettings, ConsumerSettings, PubSubSettings
 from .consumer import Consumer, ConsumerStats, DeadLetterFor
-from .errors import ServiceUnavailable
-from .handlers import Handler, OrderHandler, PaymentHandler, ReplayHandler
+from .errors import ServiceUnavailable, StoreError
+from .handlers import Handler, OrderHandler, PaymentHandler, ReplayHandler, Store
+from .metrics import ConsumerMetrics, Health
 from .policy import Backoff, DeadLetter, dead_letter_attributes, redact_dead_letter
 from .pubsub_io import Received, connect_subscriber, connect_sync_publisher
 
@@ -29,14 +30,19 @@ class Kind(Enum):
     REPLAY = "replay"
 
 
-def wait_until_ready(attempt: Callable[[], T], stop: threading.Event, service: str) -> T | None:
+def wait_until_ready(
+    attempt: Callable[[], T], stop: threading.Event, service: str, alive: Callable[[], None] | None = None
+) -> T | None:
     """`attempt()`, again with backoff while the service is unavailable; None if stopped first.
 
     One log line per retry, with the reason. Errors that waiting cannot fix are raised.
+    `alive` is called before each attempt (waiting is not being stuck).
     """
     backoff = Backoff(initial=0.5, maximum=15.0)
     failures = 0
     while not stop.is_set():
+        if alive is not None:
+            alive()
         try:
             return attempt()
         except ServiceUnavailable as exc:
@@ -66,14 +72,48 @@ def _dead_letter_for(kind: Kind) -> DeadLetterFor:
     return build
 
 
+SCRIPTS = {
+    Kind.ORDERS: "order_data_consumer",
+    Kind.PAYMENTS: "ingest_in_fact_table",
+    Kind.REPLAY: "replay_dlq_payments",
+}
+
+
+class TimedStore:
+    """A `Store` whose write calls are timed into `ecom_pipeline_write_seconds`."""
+
+    def __init__(self, store: Store, metrics: ConsumerMetrics) -> None:
+        self._store = store
+        self._seconds = metrics.write_seconds
+
+    def insert_orders(self, rows: Sequence[tuple[tuple[object, ...], int]]) -> list[StoreError | None]:
+        with self._seconds.time():
+            return self._store.insert_orders(rows)
+
+    def existing_orders(self, order_ids: Sequence[int]) -> tuple[set[int], dict[int, StoreError]]:
+        return self._store.existing_orders(order_ids)
+
+    def update_payments(self, rows: Sequence[tuple[int, tuple[object, ...], int]]) -> list[StoreError | None]:
+        with self._seconds.time():
+            return self._store.update_payments(rows)
+
+
 def run_consumer(
-    kind: Kind, pubsub: PubSubSettings, cassandra: CassandraSettings, settings: ConsumerSettings, stop: threading.Event
+    kind: Kind,
+    pubsub: PubSubSettings,
+    cassandra: CassandraSettings,
+    settings: ConsumerSettings,
+    stop: threading.Event,
+    *,
+    metrics: ConsumerMetrics | None = None,
+    health: Health | None = None,
 ) -> ConsumerStats:
     """Consume `settings.subscription` until stopped (or idle), then close every client.
 
     Checks first what can be checked: the subscription and the dead-letter topic exist, the
     keyspace and table exist and the consistency level can be met. Raises `FatalError` with
-    one line naming the problem; waits while a service is unreachable.
+    one line naming the problem; waits while a service is unreachable. `metrics` and `health`,
+    when given, are kept up to date for the metrics endpoint and its probes.
     """
     subscription = connect_subscriber(pubsub, settings.subscription)
     dead_letters = connect_sync_publisher(pubsub, settings.dead_letter_topic)
@@ -85,23 +125,36 @@ def run_consumer(
             dead_letters.check()
             return deadline
 
-        subscription_deadline = wait_until_ready(check_pubsub, stop, "Pub/Sub")
+        alive = health.round if health is not None else None
+        subscription_deadline = wait_until_ready(check_pubsub, stop, "Pub/Sub", alive)
         if subscription_deadline is None:
             return ConsumerStats()
-        store = wait_until_ready(lambda: connect(cassandra, reads=kind is not Kind.ORDERS), stop, "Cassandra")
+        store = wait_until_ready(lambda: connect(cassandra, reads=kind is not Kind.ORDERS), stop, "Cassandra", alive)
         if store is None:
             return ConsumerStats()
+        if health is not None:
+            health.cassandra_up = store.reachable
+            health.set_ready(pubsub=True, cassandra=True)
+        timed: Store = store if metrics is None else TimedStore(store, metrics)
         handler: Handler
         if kind is Kind.ORDERS:
-            handler = OrderHandler(store)
+            handler = OrderHandler(timed)
         elif kind is Kind.PAYMENTS:
-            handler = PaymentHandler(store)
+            handler = PaymentHandler(timed)
         else:
-            handler = ReplayHandler(store)
+            handler = ReplayHandler(timed)
         # Extend leases well within the shorter of our deadline and the subscription's own.
         lease_tick = min(settings.ack_deadline, subscription_deadline) / 3
         consumer = Consumer(
-            subscription, handler, dead_letters, settings, stop, _dead_letter_for(kind), lease_tick=lease_tick
+            subscription,
+            handler,
+            dead_letters,
+            settings,
+            stop,
+            _dead_letter_for(kind),
+            lease_tick=lease_tick,
+            metrics=metrics,
+            health=health,
         )
         log.info("consuming %s, dead letters to %s", settings.subscription, settings.dead_letter_topic)
         stats = consumer.run()

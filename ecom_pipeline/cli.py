@@ -11,14 +11,16 @@ import argparse
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from .app import Kind, run_consumer
+from .app import SCRIPTS, Kind, run_consumer
 from .config import (
     ORDERS_DLQ_TOPIC,
     ORDERS_TOPIC,
@@ -29,8 +31,9 @@ from .config import (
     PubSubSettings,
     subscription_for,
 )
-from .consumer import ConsumerStats
+from .consumer import PULL_TIMEOUT, ConsumerStats
 from .errors import PipelineError
+from .metrics import MULTIPROCESS_DIR, Health, consumer_metrics, producer_metrics, serve
 from .mockdata import MockData
 from .producer import publish
 from .pubsub_io import connect_publisher
@@ -136,6 +139,8 @@ class ConsumerOptions:
     settings: ConsumerSettings
     workers: int
     log_level: str
+    metrics_port: int | None = None  # --metrics-port; unset: METRICS_PORT, else no endpoint
+    metrics_address: str = "127.0.0.1"
 
 
 def consumer_parser(description: str | None, kind: Kind) -> argparse.ArgumentParser:
@@ -173,8 +178,31 @@ def consumer_parser(description: str | None, kind: Kind) -> argparse.ArgumentPar
         help="consumer processes sharing the subscription; one Python process tops out at about one"
         " core, so use up to one per core",
     )
+    add_metrics_arguments(parser)
     add_log_level(parser)
     return parser
+
+
+def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=ranged(int, 1, 65535),
+        metavar="PORT",
+        help="serve /metrics, /healthz and /readyz on this port (unset: METRICS_PORT, else none)",
+    )
+    parser.add_argument("--metrics-address", default="127.0.0.1", help="address of the metrics endpoint")
+
+
+def metrics_port(flag: int | None, environ: Mapping[str, str]) -> int | None:
+    """The flag, else METRICS_PORT (a `ValueError` naming it when it is not a port), else None."""
+    if flag is not None:
+        return flag
+    text = environ.get("METRICS_PORT", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"METRICS_PORT must be a port from 1 to 65535, not {text!r}")
+    return int(text)
 
 
 def consumer_options(kind: Kind, args: argparse.Namespace) -> ConsumerOptions:
@@ -186,32 +214,66 @@ def consumer_options(kind: Kind, args: argparse.Namespace) -> ConsumerOptions:
         ack_deadline=args.ack_deadline,
         stats_interval=args.stats_interval,
     )
-    return ConsumerOptions(kind=kind, settings=settings, workers=args.workers, log_level=args.log_level)
+    return ConsumerOptions(
+        kind=kind,
+        settings=settings,
+        workers=args.workers,
+        log_level=args.log_level,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+    )
 
 
 def run_consumer_script(options: ConsumerOptions, environ: Mapping[str, str]) -> int:
     """The body of the consumer scripts: logging, stop signals, settings, run; the exit status."""
     configure_logging(options.log_level)
+    try:
+        options = replace(options, metrics_port=metrics_port(options.metrics_port, environ))
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 1
     if options.workers > 1:
         return _run_workers(options, environ)
-    return _run_one(options, environ)
+    return _run_one(options, environ, serve_metrics=True)
+
+
+def _serve(options: ConsumerOptions, health: Health | None) -> Callable[[], None] | None:
+    """Start the metrics endpoint if asked; `OSError` (e.g. the port is taken) is the caller's."""
+    if options.metrics_port is None:
+        return None
+    stop = serve(options.metrics_address, options.metrics_port, health)
+    log.info("metrics on http://%s:%d/metrics", options.metrics_address, options.metrics_port)
+    return stop
 
 
 def _run_one(
     options: ConsumerOptions,
     environ: Mapping[str, str],
     results: multiprocessing.SimpleQueue[ConsumerStats] | None = None,
+    *,
+    serve_metrics: bool,
 ) -> int:
     stop = stop_on_signals()
+    stop_server = None
     try:
         pubsub, cassandra = PubSubSettings.from_env(environ), CassandraSettings.from_env(environ)
-        stats = run_consumer(options.kind, pubsub, cassandra, options.settings, stop)
-    except (ValueError, PipelineError) as exc:  # ValueError: a variable of the environment
+        metrics = health = None
+        if options.metrics_port is not None:
+            metrics = consumer_metrics(SCRIPTS[options.kind], options.settings.subscription)
+            # Stuck: no round of the loop for three times the longest a healthy round takes.
+            health = Health(liveness_window=3 * max(PULL_TIMEOUT, cassandra.request_timeout))
+            if serve_metrics:
+                stop_server = _serve(options, health)
+        stats = run_consumer(options.kind, pubsub, cassandra, options.settings, stop, metrics=metrics, health=health)
+    except (ValueError, PipelineError, OSError) as exc:  # ValueError: a variable; OSError: the port
         log.error("%s", exc)
         return 1
     except KeyboardInterrupt:
         log.warning("forced exit")
         return FORCED_EXIT
+    finally:
+        if stop_server is not None:
+            stop_server()
     if results is not None:
         results.put(stats)
     return 0
@@ -221,19 +283,37 @@ def _worker(
     options: ConsumerOptions, environ: Mapping[str, str], results: multiprocessing.SimpleQueue[ConsumerStats]
 ) -> None:
     configure_logging(options.log_level, multiprocessing.current_process().name)
-    raise SystemExit(_run_one(options, environ, results))
+    raise SystemExit(_run_one(options, environ, results, serve_metrics=False))
 
 
 def _run_workers(options: ConsumerOptions, environ: Mapping[str, str]) -> int:
     """`--workers N`: N consumer processes on the same subscription, each with its own clients
     (Pub/Sub shares the messages out between them). SIGINT and SIGTERM are passed on to every
-    worker; the exit status is 0 only if every worker exited 0; one line sums them up."""
+    worker; the exit status is 0 only if every worker exited 0; one line sums them up.
+
+    With metrics, the workers write their series to files in a directory of their own
+    (PROMETHEUS_MULTIPROC_DIR, set before they start) and this process serves the sum; its
+    probes answer 200 while every worker is alive.
+    """
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no gRPC state is forked
     results = context.SimpleQueue()
     workers = [
         context.Process(target=_worker, args=(options, dict(environ), results), name=f"worker-{i + 1}")
         for i in range(options.workers)
     ]
+    metrics_dir = None
+    stop_server = None
+    if options.metrics_port is not None:
+        metrics_dir = tempfile.mkdtemp(prefix="ecom-pipeline-metrics-")
+        os.environ[MULTIPROCESS_DIR] = metrics_dir  # inherited by the workers spawned below
+        health = Health(liveness_window=float("inf"), cassandra_up=lambda: all(w.is_alive() for w in workers))
+        health.set_ready(pubsub=True, cassandra=True)
+        try:
+            stop_server = _serve(options, health)
+        except OSError as exc:
+            log.error("%s", exc)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            return 1
     for worker in workers:
         worker.start()
 
@@ -252,6 +332,9 @@ def _run_workers(options: ConsumerOptions, environ: Mapping[str, str]) -> int:
         else:
             parts.append(results.get())
     log.info("final: %d workers: %s", len(workers), ConsumerStats.merge(parts).summary())
+    if stop_server is not None and metrics_dir is not None:
+        stop_server()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     failed = [w.name for w in workers if w.exitcode != 0]
     if failed:
         log.error("%s did not exit cleanly", ", ".join(failed))
@@ -266,19 +349,27 @@ def add_producer_arguments(parser: argparse.ArgumentParser, topic: str, noun: st
     )
     parser.add_argument("--seed", type=int, help=f"same seed, same {noun}")
     parser.add_argument("--start-id", type=ranged(int, 1, 2**62), default=1, help="first id")
+    add_metrics_arguments(parser)
     add_log_level(parser)
 
 
 def run_producer_script(
-    args: argparse.Namespace, messages: Callable[[MockData], Iterator[bytes]], environ: Mapping[str, str]
+    script: str, args: argparse.Namespace, messages: Callable[[MockData], Iterator[bytes]], environ: Mapping[str, str]
 ) -> int:
     """The body of the producer scripts: publish, flush, summarise; 1 if any publish failed."""
     configure_logging(args.log_level)
     stop = stop_on_signals()
+    stop_server = None
     try:
         settings = PubSubSettings.from_env(environ)
         publisher = connect_publisher(settings)
-    except (ValueError, PipelineError) as exc:
+        port = metrics_port(args.metrics_port, environ)
+        metrics = None
+        if port is not None:
+            metrics = producer_metrics(script, args.topic)
+            stop_server = serve(args.metrics_address, port, None)
+            log.info("metrics on http://%s:%d/metrics", args.metrics_address, port)
+    except (ValueError, PipelineError, OSError) as exc:
         log.error("%s", exc)
         return 1
     try:
@@ -289,9 +380,13 @@ def run_producer_script(
             count=args.count,
             rate=args.rate,
             stop=stop,
+            metrics=metrics,
         )
     except KeyboardInterrupt:
         log.warning("forced exit: messages not yet confirmed may not have been published")
         return FORCED_EXIT
+    finally:
+        if stop_server is not None:
+            stop_server()
     log.info("final: %s", stats.summary())
     return 1 if stats.failed or stats.published < stats.submitted else 0

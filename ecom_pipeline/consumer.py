@@ -26,6 +26,7 @@ from typing import Protocol
 from .config import ConsumerSettings
 from .errors import FatalError
 from .handlers import Handler
+from .metrics import ConsumerMetrics, Health
 from .policy import Applied, Backoff, DeadLetter, Defer, Fail, Retry
 from .pubsub_io import LeaseKeeper, Prefetcher, PubSubUnavailable, Received, Subscription
 
@@ -145,6 +146,8 @@ class Consumer:
         dead_letter_for: DeadLetterFor,
         *,
         lease_tick: float,
+        metrics: ConsumerMetrics | None = None,
+        health: Health | None = None,
     ) -> None:
         self._subscription = subscription
         self._handler = handler
@@ -157,6 +160,8 @@ class Consumer:
         # Deferred messages (ack id -> monotonic time the deferral ends): handed back at exit,
         # so nothing stays invisible after this consumer is gone.
         self._deferred: dict[str, float] = {}
+        self._metrics = metrics
+        self._health = health
         self.stats = ConsumerStats()
 
     def run(self) -> ConsumerStats:
@@ -173,6 +178,7 @@ class Consumer:
             max_buffered=2 * self._settings.batch_size,
             pull_timeout=pull_timeout,
             retry_delay=self._backoff.delay,
+            on_pull=self._pulled,
         )
         last_activity = time.monotonic()
         next_report = last_activity + self._settings.stats_interval
@@ -180,6 +186,7 @@ class Consumer:
         prefetcher.start()
         try:
             while not self._stop.is_set():
+                self._round()
                 if idle_limit is not None and time.monotonic() - last_activity >= idle_limit:
                     log.info("no message for %.0f s, exiting", idle_limit)
                     break
@@ -187,7 +194,7 @@ class Consumer:
                 if batch:
                     if self.stats.first_received is None:
                         self.stats.first_received = time.monotonic()
-                    self.stats.received += len(batch)
+                    self._count("received", len(batch))
                     deferred_before = self.stats.deferred
                     self._process(batch)
                     # Dead letters the replay only deferred again are not progress: they must
@@ -223,7 +230,8 @@ class Consumer:
                 pending = self._attempt(pending)
                 if not pending:
                     return
-                self.stats.retried += len(pending)
+                self._count("retried", len(pending))
+                self._round()
                 if self._stop.is_set():
                     log.info("stopping: handing %d unfinished messages back to Pub/Sub", len(pending))
                     return
@@ -253,6 +261,8 @@ class Consumer:
         for message, reason in settlement.failed:
             log.error("message %s failed: %s", message.message_id, reason)
         self._nack([message for message, _ in settlement.failed] + refused)
+        if self._health is not None:  # readiness: a transient store failure means Cassandra is not
+            self._health.set_ready(cassandra=not settlement.retry, pubsub=not unpublished if settlement.dead else None)
         return settlement.retry + unpublished
 
     def _publish_dead_letters(
@@ -288,11 +298,17 @@ class Consumer:
             return
         self._leases.release(ack_ids)
         self._subscription.ack(ack_ids)
-        self.stats.applied += len(applied)
+        self._count("applied", len(applied))
         for _, reason in dead_lettered:
             self.stats.dead_lettered[reason.code] += 1
+            if self._metrics is not None:
+                self._metrics.count("dead_lettered")
+                self._metrics.dead_lettered(reason.code)
         now = datetime.now(UTC)
-        self.stats.latencies.extend((now - m.publish_time).total_seconds() for m in applied)
+        latencies = [(now - m.publish_time).total_seconds() for m in applied]
+        self.stats.latencies.extend(latencies)
+        if self._metrics is not None and applied:
+            self._metrics.applied(latencies)
 
     def _defer(self, messages: list[Received], seconds: int) -> None:
         ack_ids = [m.ack_id for m in messages]
@@ -301,13 +317,30 @@ class Consumer:
         self._still_deferred()  # forget the deferrals that have ended: bounded by the backlog
         until = time.monotonic() + seconds
         self._deferred.update((ack_id, until) for ack_id in ack_ids)
-        self.stats.deferred += len(ack_ids)
+        self._count("deferred", len(ack_ids))
 
     def _nack(self, messages: Sequence[Received]) -> None:
         """A failure of these messages: redelivered by Pub/Sub, which counts the attempts."""
         if messages:
             self._hand_back(messages)
-            self.stats.nacked += len(messages)
+            self._count("nacked", len(messages))
+
+    def _count(self, outcome: str, amount: int) -> None:
+        """One place for the counts of the summary line and of the metrics, so they agree."""
+        setattr(self.stats, outcome, getattr(self.stats, outcome) + amount)
+        if self._metrics is not None:
+            self._metrics.count(outcome, amount)
+
+    def _round(self) -> None:
+        """The loop is alive (liveness probe); what it holds (in-flight gauge)."""
+        if self._health is not None:
+            self._health.round()
+        if self._metrics is not None:
+            self._metrics.in_flight.set(len(self._leases.held()))
+
+    def _pulled(self, ok: bool) -> None:
+        if self._health is not None:
+            self._health.set_ready(pubsub=ok)
 
     def _still_deferred(self) -> list[str]:
         """The ack ids whose deferral has not ended yet (the others are forgotten)."""

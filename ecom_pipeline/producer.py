@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from google.cloud import pubsub_v1
 
+from .metrics import ProducerMetrics
 from .mockdata import MockData
 
 __all__ = ["ORPHAN_ID_OFFSET", "ProducerStats", "order_messages", "payment_messages", "publish"]
@@ -29,6 +30,7 @@ class ProducerStats:
     published: int = 0
     failed: int = 0
     started: float = field(default_factory=time.monotonic)
+    metrics: ProducerMetrics | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def done(self, future: futures.Future[str]) -> None:
@@ -36,9 +38,13 @@ class ProducerStats:
         with self._lock:
             if error is None:
                 self.published += 1
+                if self.metrics is not None:
+                    self.metrics.published.inc()
                 return
             self.failed += 1
             failed = self.failed
+            if self.metrics is not None:
+                self.metrics.failures.inc()
         if failed <= 10 or failed % 1000 == 0:
             log.error("publish failed (%d failures so far): %s", failed, error)
 
@@ -79,12 +85,13 @@ def publish(
     stop: threading.Event,
     report_every: float = 5.0,
     flush_timeout: float = 120.0,
+    metrics: ProducerMetrics | None = None,
 ) -> ProducerStats:
     """Publish until `count` messages, or until `stop`; then flush and wait for confirmations.
 
     `rate` is messages per second (0: as fast as the publisher's batching and flow control allow).
     """
-    stats = ProducerStats()
+    stats = ProducerStats(metrics=metrics)
     next_report = stats.started + report_every
     for data in messages:
         if stop.is_set() or (count is not None and stats.submitted >= count):

@@ -334,6 +334,7 @@ class Prefetcher:
         max_buffered: int,
         pull_timeout: float,
         retry_delay: Callable[[int], float],
+        on_pull: Callable[[bool], None] = lambda ok: None,
     ) -> None:
         self._subscription = subscription
         self._leases = leases
@@ -341,6 +342,7 @@ class Prefetcher:
         self._max_buffered = max_buffered
         self._pull_timeout = pull_timeout
         self._retry_delay = retry_delay
+        self._on_pull = on_pull  # told whether each pull reached Pub/Sub (readiness)
         self._buffer: deque[Received] = deque()
         self._error: BaseException | None = None
         self._changed = threading.Condition()
@@ -382,7 +384,9 @@ class Prefetcher:
             try:
                 batch = self._subscription.pull(min(room, self._pull_size), self._pull_timeout)
                 failures = 0
+                self._on_pull(True)
             except PubSubUnavailable as exc:
+                self._on_pull(False)
                 delay = self._retry_delay(failures)
                 failures += 1
                 log.warning("%s; retrying in %.1f s", exc, delay)

@@ -1,6 +1,6 @@
 """Start, stop and inspect the local stack: Apache Cassandra 5 and Google's Pub/Sub emulator.
 
-Usage: python stack/localstack.py up|down|status
+Usage: python stack/localstack.py up|down|status|observe   (observe: Prometheus, see monitoring/)
 
 Both services run as plain processes on 127.0.0.1 (no Docker), each in its own process group,
 with their files under `.stack/` and their pids in `.stack/cassandra.pid` and `.stack/pubsub.pid`.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -209,6 +210,48 @@ PUBSUB = LocalService(
 )
 
 
+PROMETHEUS = LocalService(
+    "prometheus",
+    STACK_DIR / "prometheus.pid",
+    STACK_DIR / "prometheus" / "prometheus.log",
+    "monitoring/prometheus.yml",
+    start_timeout=60.0,
+)
+PROMETHEUS_ADDRESS = "127.0.0.1:9090"
+
+
+def prometheus_answers(timeout: float = 3.0) -> bool:
+    """True if a Prometheus answers its readiness endpoint on PROMETHEUS_ADDRESS."""
+    try:
+        with urllib.request.urlopen(f"http://{PROMETHEUS_ADDRESS}/-/ready", timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_prometheus(endpoints: Endpoints) -> int:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise SystemExit("Prometheus is not installed: `apt-get install prometheus` (Debian's package)")
+    data = STACK_DIR / "prometheus" / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        binary,
+        f"--config.file={ROOT / 'monitoring' / 'prometheus.yml'}",
+        f"--storage.tsdb.path={data}",
+        f"--web.listen-address={PROMETHEUS_ADDRESS}",
+        "--storage.tsdb.retention.time=2d",
+    ]
+    return PROMETHEUS.spawn(argv, cwd=ROOT)
+
+
+def observe(endpoints: Endpoints) -> None:
+    """Start (or reuse) Prometheus with monitoring/prometheus.yml; print where it is."""
+    STACK_DIR.mkdir(exist_ok=True)
+    ensure(PROMETHEUS, "127.0.0.1", prometheus_answers, start_prometheus, endpoints)
+    print(f"Prometheus: http://{PROMETHEUS_ADDRESS}/")
+
+
 def start_cassandra(endpoints: Endpoints) -> int:
     if not (CASSANDRA_LIB / ".resolved").exists():
         raise SystemExit(
@@ -328,7 +371,7 @@ def up(endpoints: Endpoints) -> None:
 
 
 def down() -> None:
-    for service in (PUBSUB, CASSANDRA):
+    for service in (PROMETHEUS, PUBSUB, CASSANDRA):
         service.stop()
 
 
@@ -365,7 +408,7 @@ def docker(command: str, endpoints: Endpoints) -> int:
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="stack: %(message)s")
     logging.getLogger("cassandra").setLevel(logging.CRITICAL)  # probes fail while booting, by design
-    if len(argv) != 2 or argv[1] not in {"up", "down", "status"}:
+    if len(argv) != 2 or argv[1] not in {"up", "down", "status", "observe"}:
         print(__doc__, file=sys.stderr)
         return 2
     endpoints = Endpoints.from_env(os.environ)
@@ -376,6 +419,9 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[1] == "down":
         down()
+        return 0
+    if argv[1] == "observe":
+        observe(endpoints)
         return 0
     return status(endpoints)
 

@@ -1,0 +1,186 @@
+"""Prometheus: the pipeline's metrics, and the HTTP endpoint that serves them with two probes.
+
+`GET /metrics` is the Prometheus text format (prometheus_client); `GET /healthz` answers 200
+while the consumer loop makes rounds and 503 once it has made none for its liveness window;
+`GET /readyz` answers 200 once Pub/Sub and Cassandra have answered and 503 while either is
+unavailable. Nothing is created at import: `consumer_metrics` and `producer_metrics` register
+the series, `serve` starts the server (a daemon thread), and only when a script is asked to.
+
+With `--workers N`, each worker writes its series to files in PROMETHEUS_MULTIPROC_DIR
+(prometheus_client's multiprocess mode) and the parent serves their sum.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app, multiprocess
+from prometheus_client.process_collector import ProcessCollector
+
+__all__ = [
+    "MULTIPROCESS_DIR",
+    "OUTCOMES",
+    "ConsumerMetrics",
+    "Health",
+    "ProducerMetrics",
+    "consumer_metrics",
+    "producer_metrics",
+    "serve",
+]
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
+OUTCOMES = ("received", "applied", "dead_lettered", "retried", "nacked", "deferred")
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class Health:
+    """What the probes answer: the loop's last round (monotonic time) and the services' state."""
+
+    liveness_window: float
+    cassandra_up: Callable[[], bool] = lambda: True  # asked at each probe: is a node connected?
+    last_round: float = field(default_factory=time.monotonic)
+    pubsub_ready: bool = False
+    cassandra_ready: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def round(self) -> None:
+        with self._lock:
+            self.last_round = time.monotonic()
+
+    def alive(self) -> bool:
+        with self._lock:
+            return time.monotonic() - self.last_round <= self.liveness_window
+
+    def ready(self) -> bool:
+        with self._lock:
+            answered = self.pubsub_ready and self.cassandra_ready
+        return answered and self.cassandra_up()
+
+    def set_ready(self, *, pubsub: bool | None = None, cassandra: bool | None = None) -> None:
+        with self._lock:
+            if pubsub is not None:
+                self.pubsub_ready = pubsub
+            if cassandra is not None:
+                self.cassandra_ready = cassandra
+
+
+class ConsumerMetrics:
+    """A consumer's series, labelled with its script and subscription."""
+
+    def __init__(self, registry: CollectorRegistry, script: str, subscription: str) -> None:
+        messages = Counter(
+            "ecom_pipeline_messages",
+            "Messages by what became of them",
+            ["script", "subscription", "outcome"],
+            registry=registry,
+        )
+        self._messages = {o: messages.labels(script, subscription, o) for o in OUTCOMES}
+        self._dead_letters = Counter(
+            "ecom_pipeline_dead_letters",
+            "Dead letters by reason (their error attribute)",
+            ["script", "subscription", "reason"],
+            registry=registry,
+        )
+        self._labels = (script, subscription)
+        self.write_seconds = Histogram(
+            "ecom_pipeline_write_seconds",
+            "Duration of one Cassandra call (a batch of rows)",
+            buckets=_SECONDS,
+            registry=registry,
+        )
+        self.end_to_end_seconds = Histogram(
+            "ecom_pipeline_end_to_end_seconds", "Publish time to applied and acked", buckets=_SECONDS, registry=registry
+        )
+        self.in_flight = Gauge(
+            "ecom_pipeline_in_flight_messages",
+            "Messages pulled and not yet settled",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.last_applied = Gauge(
+            "ecom_pipeline_last_applied_timestamp_seconds",
+            "Unix time of the last applied message",
+            multiprocess_mode="max",
+            registry=registry,
+        )
+        for outcome in OUTCOMES:
+            self._messages[outcome].inc(0)  # every series exists from the start, at 0
+
+    def count(self, outcome: str, amount: int = 1) -> None:
+        if amount:
+            self._messages[outcome].inc(amount)
+
+    def dead_lettered(self, reason: str) -> None:
+        self._dead_letters.labels(*self._labels, reason).inc()
+
+    def applied(self, latencies: Iterable[float]) -> None:
+        for seconds in latencies:
+            self.end_to_end_seconds.observe(seconds)
+        self.last_applied.set(time.time())
+
+
+class ProducerMetrics:
+    """A producer's series, labelled with its script and topic."""
+
+    def __init__(self, registry: CollectorRegistry, script: str, topic: str) -> None:
+        self.published = Counter(
+            "ecom_pipeline_published", "Messages published and confirmed", ["script", "topic"], registry=registry
+        ).labels(script, topic)
+        self.failures = Counter(
+            "ecom_pipeline_publish_failures", "Publishes that failed", ["script", "topic"], registry=registry
+        ).labels(script, topic)
+        self.published.inc(0)
+        self.failures.inc(0)
+
+
+def consumer_metrics(script: str, subscription: str) -> ConsumerMetrics:
+    """The consumer's series in prometheus_client's default registry (or the multiprocess files)."""
+    return ConsumerMetrics(REGISTRY, script, subscription)
+
+
+def producer_metrics(script: str, topic: str) -> ProducerMetrics:
+    return ProducerMetrics(REGISTRY, script, topic)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # wsgiref's own signature
+        """Scrapes every few seconds are not worth a log line each."""
+
+
+def serve(address: str, port: int, health: Health | None) -> Callable[[], None]:
+    """Serve /metrics, /healthz and /readyz on a daemon thread; return a function that stops it.
+
+    With PROMETHEUS_MULTIPROC_DIR set, /metrics is the sum over the worker processes' files,
+    plus this process's own process metrics.
+    """
+    if os.environ.get(MULTIPROCESS_DIR):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # unannotated upstream
+        ProcessCollector(registry=registry)
+        metrics_app = make_wsgi_app(registry)
+    else:
+        metrics_app = make_wsgi_app()
+
+    def app(environ: dict[str, object], start_response: Callable[..., object]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO")
+        if path in ("/healthz", "/readyz"):
+            ok = health is None or (health.alive() if path == "/healthz" else health.ready())
+            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"ok\n" if ok else b"unavailable\n"]
+        return metrics_app(environ, start_response)  # type: ignore[no-any-return]  # prometheus_client's app is untyped
+
+    server: WSGIServer = make_server(address, port, app, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return stop
