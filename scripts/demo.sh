@@ -47,7 +47,7 @@ echo "   (every 5th of these orders has no payment: that payment paid order id +
 echo "Look at the rest:  .venv/bin/cqlsh ${CASSANDRA_HOSTS%%,*} $CASSANDRA_PORT -e \"SELECT * FROM ${CASSANDRA_KEYSPACE}.orders_payments_facts LIMIT 20\""
 echo "Logs of this run:  $LOGS/"
 if command -v prometheus >/dev/null; then
-  echo "Metrics of this run in Prometheus: http://127.0.0.1:9090/graph?g0.expr=sum%20by%20(script%2C%20outcome)%20(ecom_pipeline_messages_total)&g0.tab=0&g0.range_input=5m"
+  echo "Metrics of this run in Prometheus: http://127.0.0.1:9090/graph?g0.expr=sum%20by%20(script%2C%20outcome)%20(ecom_pipeline_messages_total%7Boutcome%3D~%22applied%7Cdead_lettered%22%7D)&g0.tab=0&g0.range_input=2m"
 else
   echo "Install Prometheus (apt-get install prometheus) and run make demo again to see this run's metrics graphed."
 fi
