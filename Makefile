@@ -10,16 +10,22 @@ CASSANDRA_JARS := .stack/cassandra/lib/.resolved
 # The local stack, unless the caller points elsewhere (see README, "Real Google Cloud").
 export GOOGLE_CLOUD_PROJECT ?= ecom-local
 export PUBSUB_EMULATOR_HOST ?= 127.0.0.1:8085
+# CASSANDRA_NODES=3: a local three-node cluster, node k on 127.0.0.k (stack/localstack.py).
+export CASSANDRA_NODES ?= 1
+ifeq ($(CASSANDRA_NODES),3)
+export CASSANDRA_HOSTS ?= 127.0.0.1,127.0.0.2,127.0.0.3
+endif
 export CASSANDRA_HOSTS ?= 127.0.0.1
 export CASSANDRA_PORT ?= 9042
 export CASSANDRA_KEYSPACE ?= ecom_store
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv jars stack stack-down stack-status setup demo lint monitoring-check observe test test-unit bench audit clean
+.PHONY: help venv jars stack stack-down stack-status setup demo lint monitoring-check observe test test-cluster test-unit bench audit clean
 
 help:
 	@echo "make demo     bring the stack up, set it up, run the whole pipeline once and summarise"
 	@echo "make test     bring the stack up and run every test (unit + integration)"
+	@echo "make test-cluster   the fault tests on a local three-node cluster (make stack-down first)"
 	@echo "make lint     ruff (lint, format check), mypy, promtool; seconds, no services"
 	@echo "make observe  Prometheus on 127.0.0.1:9090 scraping the scripts (monitoring/)"
 	@echo "make stack | stack-down | stack-status | setup | audit | bench | test-unit | clean"
@@ -87,7 +93,14 @@ test-unit: venv
 
 test: lint
 	$(MAKE) setup
-	$(PY) -m pytest tests -q -ra
+	$(PY) -m pytest tests/unit tests/integration -q -ra
+
+# The fault tests on a local three-node cluster (replication 3); `make stack-down` first if a
+# single node runs. .ci/run runs it after make test.
+CLUSTER := CASSANDRA_NODES=3 CASSANDRA_HOSTS=127.0.0.1,127.0.0.2,127.0.0.3 CASSANDRA_REPLICATION_FACTOR=3
+test-cluster: lint
+	$(CLUSTER) $(MAKE) setup
+	$(CLUSTER) $(PY) -m pytest tests/cluster -q -ra
 
 bench: setup
 	$(PY) -m bench.run $(BENCH_ARGS)

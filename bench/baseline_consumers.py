@@ -117,9 +117,8 @@ def main() -> None:
     parser.add_argument("dlq_topic", help="full topic path")
     parser.add_argument("--idle", type=float, default=3.0)
     args = parser.parse_args()
-    cluster = Cluster(
-        [os.environ.get("CASSANDRA_HOSTS", "127.0.0.1")], port=int(os.environ.get("CASSANDRA_PORT", "9042"))
-    )
+    hosts = [host.strip() for host in os.environ.get("CASSANDRA_HOSTS", "127.0.0.1").split(",")]
+    cluster = Cluster(hosts, port=int(os.environ.get("CASSANDRA_PORT", "9042")))
     session = cluster.connect(os.environ.get("CASSANDRA_KEYSPACE", "ecom_store"))
     if args.kind == "orders":
         progress = run_orders(session, args.subscription, args.idle)

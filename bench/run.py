@@ -16,7 +16,8 @@ On the same generated data (seed 7), each repeat measures:
   payment applied - order written, as seen by polling Cassandra.
 Everything runs against keyspace `ecom_bench` and uuid-named topics, which are deleted at the end.
 The table shows the median of the repeats, and ratios taken within each repeat; the figures go
-to bench/results/latest.json and latest.png (`--redraw` redoes both from the JSON).
+to bench/results/latest.json and latest.png (`--results NAME` for another name; `--redraw`
+redoes both from the JSON).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from typing import cast
 from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
 
-from ecom_pipeline.admin import SCHEMA, apply_schema
+from ecom_pipeline.admin import SCHEMA, apply_schema, replication_factor_from
 from ecom_pipeline.cassandra_io import connect_session
 from ecom_pipeline.config import CassandraSettings, PubSubSettings
 
@@ -67,7 +68,7 @@ class Bench:
         self.env = {**os.environ, "CASSANDRA_KEYSPACE": KEYSPACE}
         self.pubsub = PubSubSettings.from_env(self.env)
         cassandra = CassandraSettings.from_env(self.env)
-        apply_schema(cassandra, SCHEMA.read_text())
+        apply_schema(cassandra, SCHEMA.read_text(), replication_factor_from(self.env))  # 3 on the local cluster
         self.cluster, self.session = connect_session(cassandra, KEYSPACE)
 
     def topic(self, name: str) -> str:
@@ -351,6 +352,14 @@ RATIOS = {  # name: (numerator, denominator); computed within each repeat, then 
 }
 
 
+def cassandra_nodes() -> str:
+    nodes = int(os.environ.get("CASSANDRA_NODES", "1"))
+    if nodes == 1:
+        return "Cassandra 5.0.9 (one node)"
+    factor = os.environ.get("CASSANDRA_REPLICATION_FACTOR", "1")
+    return f"Cassandra 5.0.9 ({nodes} local nodes, replication {factor}, LOCAL_QUORUM)"
+
+
 def machine() -> str:
     cpu = next(
         (
@@ -368,7 +377,7 @@ def machine() -> str:
 def report(runs: list[dict[str, float]], n: int, baseline_n: int, latency_rate: int) -> dict[str, object]:
     median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     lines = [
-        f"Machine: {machine()}. Cassandra 5.0.9 and the Pub/Sub emulator on the same machine.",
+        f"Machine: {machine()}. {cassandra_nodes()} and the Pub/Sub emulator on the same machine.",
         f"N = {n:,} messages ({baseline_n:,} for the baselines), median of {len(runs)} repeats.",
         "",
         "| measurement | msg/s (median) | each repeat | peak RSS | CPU s / 10k msgs |",
@@ -454,10 +463,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--latency-rate", type=int, default=2_000, help="steady publish rate for the latency run")
     parser.add_argument("--latency-seconds", type=int, default=15)
-    parser.add_argument("--redraw", action="store_true", help="only redo the table and chart from latest.json")
+    parser.add_argument("--redraw", action="store_true", help="only redo the table and chart from the JSON")
+    parser.add_argument("--results", default="latest", help="name of the JSON and PNG in bench/results")
     args = parser.parse_args()
     if args.redraw:
-        saved = json.loads((RESULTS / "latest.json").read_text())
+        saved = json.loads((RESULTS / f"{args.results}.json").read_text())
         args.n, args.baseline_n, args.latency_rate = saved["n"], saved["baseline_n"], saved.get("latency_rate", 2_000)
         return write_results(saved["runs"], args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s")
@@ -477,10 +487,10 @@ def main() -> int:
 def write_results(runs: list[dict[str, float]], args: argparse.Namespace) -> int:
     result = report(runs, args.n, args.baseline_n, args.latency_rate)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
-    chart(result, RESULTS / "latest.png")
+    (RESULTS / f"{args.results}.json").write_text(json.dumps(result, indent=2) + "\n")
+    chart(result, RESULTS / f"{args.results}.png")
     print(result["table"])
-    print(f"\nwritten: {RESULTS.relative_to(ROOT)}/latest.json, latest.png")
+    print(f"\nwritten: {RESULTS.relative_to(ROOT)}/{args.results}.json, {args.results}.png")
     return 0
 
 

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,14 +130,38 @@ def schema_statements(keyspace: str, schema: str) -> list[str]:
     return [re.sub(r"\becom_store\b", keyspace, s) for s in statements]
 
 
-def apply_schema(settings: CassandraSettings, schema: str) -> None:
+def replication_statement(keyspace: str, factor: int, data_centre: str) -> str:
+    """The keyspace at `factor` replicas in the cluster's data centre (NetworkTopologyStrategy)."""
+    return (
+        f"ALTER KEYSPACE {keyspace} WITH replication = "
+        f"{{'class': 'NetworkTopologyStrategy', '{data_centre}': {factor}}}"
+    )
+
+
+def apply_schema(settings: CassandraSettings, schema: str, replication_factor: int | None = None) -> None:
+    """schema.cql as the design has it (SimpleStrategy, one replica); with `replication_factor`,
+    the keyspace is then altered to that many replicas in the data centre the cluster reports."""
     cluster, session = connect_session(settings, keyspace=None)  # the first statement creates it
     try:
         for statement in schema_statements(settings.keyspace, schema):
             session.execute(statement, timeout=60)
+        if replication_factor is not None:
+            data_centre = session.execute("SELECT data_center FROM system.local").one().data_center
+            session.execute(replication_statement(settings.keyspace, replication_factor, data_centre), timeout=60)
+            log.info("keyspace %s: %d replicas in %s", settings.keyspace, replication_factor, data_centre)
         log.info("schema applied to keyspace %s", settings.keyspace)
     finally:
         cluster.shutdown()
+
+
+def replication_factor_from(environ: Mapping[str, str]) -> int | None:
+    """CASSANDRA_REPLICATION_FACTOR (1 to 9), or None: keep schema.cql's."""
+    text = environ.get("CASSANDRA_REPLICATION_FACTOR", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 9:
+        raise ValueError(f"CASSANDRA_REPLICATION_FACTOR must be a number of replicas from 1 to 9, not {text!r}")
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -252,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.configure_logging(args.log_level)
     try:
         pubsub, cassandra = PubSubSettings.from_env(os.environ), CassandraSettings.from_env(os.environ)
+        replication_factor = replication_factor_from(os.environ)
     except ValueError as exc:
         log.error("%s", exc)
         return 1
@@ -263,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + args.wait
         while True:
             try:
-                apply_schema(cassandra, SCHEMA.read_text())
+                apply_schema(cassandra, SCHEMA.read_text(), replication_factor)
                 return 0
             except TransientStoreError as exc:
                 if time.monotonic() > deadline:

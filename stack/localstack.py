@@ -12,6 +12,7 @@ docker-compose-cassandra.yml instead.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -31,6 +32,13 @@ CASSANDRA_DIR = STACK_DIR / "cassandra"
 CASSANDRA_LIB = CASSANDRA_DIR / "lib"
 COMPOSE_FILE = ROOT / "docker-compose-cassandra.yml"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+MAX_NODES = 3  # a local cluster on one machine: three nodes of 512 MiB heap each
+
+
+def is_loopback(host: str) -> bool:
+    """A local address: the whole 127.0.0.0/8 range is loopback on Linux (node k on 127.0.0.k)."""
+    return host in LOOPBACK or host.startswith("127.")
+
 
 log = logging.getLogger("localstack")
 
@@ -44,26 +52,36 @@ class Endpoints:
     pubsub_host: str
     pubsub_port: int
     project: str
+    nodes: int = 1  # CASSANDRA_NODES: 1, or a local cluster with node k on 127.0.0.k
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str]) -> Endpoints:
         cassandra_host = environ.get("CASSANDRA_HOSTS", "127.0.0.1").split(",")[0].strip()
         pubsub = environ.get("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085")
         pubsub_host, _, pubsub_port = pubsub.rpartition(":")
+        nodes = environ.get("CASSANDRA_NODES", "1").strip() or "1"
+        if not nodes.isdigit() or not 1 <= int(nodes) <= MAX_NODES:
+            raise SystemExit(f"CASSANDRA_NODES must be a number of nodes from 1 to {MAX_NODES}, not {nodes!r}")
         return cls(
             cassandra_host=cassandra_host,
             cassandra_port=int(environ.get("CASSANDRA_PORT", "9042")),
             pubsub_host=pubsub_host,
             pubsub_port=int(pubsub_port),
             project=environ.get("GOOGLE_CLOUD_PROJECT", "ecom-local"),
+            nodes=int(nodes),
         )
 
+    def node_address(self, k: int) -> str:
+        """Node k's address: the configured host for one node, 127.0.0.k in a local cluster."""
+        return self.cassandra_host if self.nodes == 1 else f"127.0.0.{k}"
+
     def exports(self) -> str:
+        hosts = ",".join(self.node_address(k) for k in range(1, self.nodes + 1))
         return "\n".join(
             [
                 f"export PUBSUB_EMULATOR_HOST={self.pubsub_host}:{self.pubsub_port}",
                 f"export GOOGLE_CLOUD_PROJECT={self.project}",
-                f"export CASSANDRA_HOSTS={self.cassandra_host}",
+                f"export CASSANDRA_HOSTS={hosts}",
                 f"export CASSANDRA_PORT={self.cassandra_port}",
             ]
         )
@@ -72,20 +90,24 @@ class Endpoints:
 # --- readiness probes: a real query, not an open port ---------------------------------------
 
 
-def cassandra_release_version(endpoints: Endpoints, timeout: float = 5.0) -> str | None:
+def cassandra_release_version(endpoints: Endpoints, timeout: float = 5.0, host: str | None = None) -> str | None:
     """The node's release_version if Cassandra answers a CQL query, else None."""
     # Imported here so `status` and `down` work before the virtualenv has the driver.
     from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import RoundRobinPolicy
+    from cassandra.policies import WhiteListRoundRobinPolicy
 
     username = os.environ.get("CASSANDRA_USERNAME")
     auth = PlainTextAuthProvider(username, os.environ.get("CASSANDRA_PASSWORD", "")) if username else None
     cluster = Cluster(
-        [endpoints.cassandra_host],
+        [host or endpoints.cassandra_host],
         port=endpoints.cassandra_port,
         auth_provider=auth,
-        execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(load_balancing_policy=RoundRobinPolicy())},
+        execution_profiles={
+            EXEC_PROFILE_DEFAULT: ExecutionProfile(
+                load_balancing_policy=WhiteListRoundRobinPolicy([host or endpoints.cassandra_host])
+            )
+        },
         protocol_version=5,
         connect_timeout=timeout,
         control_connection_timeout=timeout,
@@ -210,6 +232,32 @@ PUBSUB = LocalService(
 )
 
 
+def cassandra_node(k: int, nodes: int) -> LocalService:
+    """Node k of the local Cassandra: the single node (.stack/cassandra.pid), or node k of a
+    local cluster (.stack/cassandra-k.pid, its files under .stack/cassandra-k/)."""
+    if nodes == 1:
+        return CASSANDRA
+    home = STACK_DIR / f"cassandra-{k}"
+    return LocalService(
+        f"cassandra-{k}", STACK_DIR / f"cassandra-{k}.pid", home / "cassandra.out", f"cassandra-{k}/conf/", 240.0
+    )
+
+
+def node_home(k: int, nodes: int) -> Path:
+    return CASSANDRA_DIR if nodes == 1 else STACK_DIR / f"cassandra-{k}"
+
+
+def running_nodes() -> dict[int, list[int]]:
+    """The project's Cassandra processes alive now: {node count: [node numbers]}."""
+    found: dict[int, list[int]] = {}
+    if CASSANDRA.pid() is not None:
+        found[1] = [1]
+    cluster = [k for k in range(1, MAX_NODES + 1) if cassandra_node(k, MAX_NODES).pid() is not None]
+    if cluster:
+        found[MAX_NODES] = cluster
+    return found
+
+
 PROMETHEUS = LocalService(
     "prometheus",
     STACK_DIR / "prometheus.pid",
@@ -252,19 +300,24 @@ def observe(endpoints: Endpoints) -> None:
     print(f"Prometheus: http://{PROMETHEUS_ADDRESS}/")
 
 
-def start_cassandra(endpoints: Endpoints) -> int:
+def start_cassandra(endpoints: Endpoints, k: int = 1) -> int:
+    """Start node k (of `endpoints.nodes`) from the Maven jars, with its own config and files."""
     if not (CASSANDRA_LIB / ".resolved").exists():
         raise SystemExit(
             f"Cassandra's jars are missing in {CASSANDRA_LIB.relative_to(ROOT)}; "
             "`make stack` resolves them with Maven (see stack/pom.xml)"
         )
-    conf = CASSANDRA_DIR / "conf"
+    home, address = node_home(k, endpoints.nodes), endpoints.node_address(k)
+    conf = home / "conf"
     conf.mkdir(parents=True, exist_ok=True)
-    (CASSANDRA_DIR / "data").mkdir(exist_ok=True)
-    template = (ROOT / "stack" / "cassandra.yaml").read_text()
-    yaml = template.replace("@STACK_DIR@", str(STACK_DIR)).replace(
+    (home / "data").mkdir(exist_ok=True)
+    (home / "triggers").mkdir(exist_ok=True)
+    yaml = (ROOT / "stack" / "cassandra.yaml").read_text()
+    yaml = yaml.replace("@STACK_DIR@/cassandra/", f"{home}/").replace(
         "native_transport_port: 9042", f"native_transport_port: {endpoints.cassandra_port}"
     )
+    if endpoints.nodes > 1:
+        yaml = cluster_yaml(yaml, address)
     (conf / "cassandra.yaml").write_text(yaml)
     (conf / "logback.xml").write_text((ROOT / "stack" / "logback.xml").read_text())
     jvm_options = [
@@ -272,20 +325,40 @@ def start_cassandra(endpoints: Endpoints) -> int:
         for line in (ROOT / "stack" / "jvm.options").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
+    if endpoints.nodes > 1:  # three nodes beside everything else on 2 cores / 24 GiB
+        jvm_options = [{"-Xms512m": "-Xms256m", "-Xmx1g": "-Xmx512m"}.get(o, o) for o in jvm_options]
     argv = [
         "java",
         *jvm_options,
         f"-Dcassandra.config=file://{conf / 'cassandra.yaml'}",
-        f"-Dcassandra.storagedir={CASSANDRA_DIR / 'data'}",
-        f"-Dcassandra.logdir={CASSANDRA_DIR}",
-        f"-Dcassandra.triggers_dir={CASSANDRA_DIR / 'triggers'}",
+        f"-Dcassandra.storagedir={home / 'data'}",
+        f"-Dcassandra.logdir={home}",
+        f"-Dcassandra.triggers_dir={home / 'triggers'}",
         f"-Dlogback.configurationFile={conf / 'logback.xml'}",
         "-cp",
         f"{CASSANDRA_LIB}/*",
         "org.apache.cassandra.service.CassandraDaemon",
     ]
-    (CASSANDRA_DIR / "triggers").mkdir(exist_ok=True)
-    return CASSANDRA.spawn(argv, cwd=CASSANDRA_DIR)
+    return cassandra_node(k, endpoints.nodes).spawn(argv, cwd=home)
+
+
+def cluster_yaml(yaml: str, address: str) -> str:
+    """The single node's configuration, made a node of the local cluster at `address`.
+
+    Every node has three replicas beside it: commit-log durability comes from the other two
+    replicas (LOCAL_QUORUM writes), so the cluster uses Cassandra's default periodic sync, as
+    production clusters do; tests/cluster kills a node mid-stream with it and loses nothing.
+    """
+    yaml = yaml.replace("listen_address: 127.0.0.1", f"listen_address: {address}")
+    yaml = yaml.replace("rpc_address: 127.0.0.1", f"rpc_address: {address}")
+    yaml = yaml.replace(
+        "commitlog_sync: group\ncommitlog_sync_group_window: 10ms",
+        "commitlog_sync: periodic\ncommitlog_sync_period: 10000ms",
+    )
+    # Three nodes share two cores: fewer threads each.
+    return yaml.replace("concurrent_writes: 256", "concurrent_writes: 64").replace(
+        "native_transport_max_threads: 256", "native_transport_max_threads: 64"
+    )
 
 
 def emulator_launcher() -> Path:
@@ -328,7 +401,7 @@ def ensure(
         else:
             log.info("%s is ready (pid %s, started by this project)", service.name, pid)
         return
-    if host not in LOOPBACK:
+    if not is_loopback(host):
         raise SystemExit(f"{service.name} at {host} does not answer, and it is not a local address to start it on")
     pid = service.pid()
     if pid is None:
@@ -356,36 +429,93 @@ def up(endpoints: Endpoints) -> None:
     STACK_DIR.mkdir(exist_ok=True)
     started = time.monotonic()
     # The emulator starts in a few seconds; bring it up first so both boot in parallel.
-    if not emulator_answers(endpoints) and endpoints.pubsub_host in LOOPBACK and PUBSUB.pid() is None:
+    other = {count: ks for count, ks in running_nodes().items() if count != endpoints.nodes}
+    if other:
+        [(count, _)] = other.items()
+        asked = "one node" if endpoints.nodes == 1 else f"{endpoints.nodes} nodes"
+        running = "a single-node Cassandra" if count == 1 else f"a {count}-node Cassandra cluster"
+        raise SystemExit(
+            f"{running} of this project is running, and CASSANDRA_NODES asks for {asked}: "
+            "`make stack-down` first, then `make stack` with the CASSANDRA_NODES you want"
+        )
+    if not emulator_answers(endpoints) and is_loopback(endpoints.pubsub_host) and PUBSUB.pid() is None:
         start_pubsub(endpoints)
-    ensure(
-        CASSANDRA,
-        endpoints.cassandra_host,
-        lambda: cassandra_release_version(endpoints) is not None,
-        start_cassandra,
-        endpoints,
-    )
+    # One after another: a node joins the ring through the nodes already up.
+    for k in range(1, endpoints.nodes + 1):
+        address = endpoints.node_address(k)
+        answers = functools.partial(node_answers, endpoints, address)
+        ensure(cassandra_node(k, endpoints.nodes), address, answers, functools.partial(start_cassandra, k=k), endpoints)
+    if endpoints.nodes > 1:
+        wait_for_ring(endpoints)
     ensure(PUBSUB, endpoints.pubsub_host, lambda: emulator_answers(endpoints), start_pubsub, endpoints)
     log.info("stack ready in %.1f s; for other terminals:", time.monotonic() - started)
     print(endpoints.exports())
 
 
+def node_answers(endpoints: Endpoints, address: str) -> bool:
+    return cassandra_release_version(endpoints, host=address) is not None
+
+
+def wait_for_ring(endpoints: Endpoints, timeout: float = 120.0) -> None:
+    """Until every node answers and knows every node as a NORMAL member of the ring (or SystemExit)."""
+    deadline = time.monotonic() + timeout
+    addresses = [endpoints.node_address(k) for k in range(1, endpoints.nodes + 1)]
+    while True:
+        views = {address: ring_view(endpoints, address) for address in addresses}
+        if all(view == set(addresses) for view in views.values()):
+            log.info("ring of %d nodes: every node answers and knows every node as NORMAL", endpoints.nodes)
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the ring did not settle within {timeout:.0f} s: {views}")
+        time.sleep(2.0)
+
+
+def ring_view(endpoints: Endpoints, address: str) -> set[str]:
+    """The nodes the node at `address` knows as NORMAL members of the ring, by gossip (itself
+    included); empty when it does not answer."""
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import WhiteListRoundRobinPolicy
+
+    profile = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([address]))
+    cluster = Cluster(
+        [address],
+        port=endpoints.cassandra_port,
+        protocol_version=5,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        connect_timeout=5,
+    )
+    try:
+        rows = cluster.connect().execute("SELECT address, status_with_port FROM system_views.gossip_info", timeout=5)
+        return {str(row.address) for row in rows if str(row.status_with_port).startswith("NORMAL")}
+    except Exception as exc:  # a probe: any failure means "not yet"
+        log.debug("ring view of %s: %s", address, exc)
+        return set()
+    finally:
+        cluster.shutdown()
+
+
 def down() -> None:
     for service in (PROMETHEUS, PUBSUB, CASSANDRA):
         service.stop()
+    for k in range(1, MAX_NODES + 1):
+        cassandra_node(k, MAX_NODES).stop()
 
 
 def status(endpoints: Endpoints) -> int:
-    version = cassandra_release_version(endpoints)
     emulator = emulator_answers(endpoints)
-    for service, detail in (
-        (CASSANDRA, f"release {version}" if version else "not answering"),
-        (PUBSUB, "answering" if emulator else "not answering"),
-    ):
+    services: list[tuple[LocalService, str]] = []
+    healthy = emulator
+    for k in range(1, endpoints.nodes + 1):
+        version = cassandra_release_version(endpoints, host=endpoints.node_address(k))
+        healthy = healthy and version is not None
+        detail = f"{endpoints.node_address(k)}: release {version}" if version else f"{endpoints.node_address(k)}: down"
+        services.append((cassandra_node(k, endpoints.nodes), detail))
+    services.append((PUBSUB, "answering" if emulator else "not answering"))
+    for service, detail in services:
         pid = service.pid()
         owner = f"pid {pid} (started by this project)" if pid else "no process of this project"
-        print(f"{service.name:16} {detail:20} {owner}")
-    return 0 if version and emulator else 1
+        print(f"{service.name:16} {detail:32} {owner}")
+    return 0 if healthy else 1
 
 
 def docker(command: str, endpoints: Endpoints) -> int:

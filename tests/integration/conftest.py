@@ -76,7 +76,7 @@ def stack_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def cql(stack_env: dict[str, str]) -> Iterator[Session]:
     cluster = Cluster(
-        [stack_env["CASSANDRA_HOSTS"]],
+        [host.strip() for host in stack_env["CASSANDRA_HOSTS"].split(",")],
         port=int(stack_env["CASSANDRA_PORT"]),
         protocol_version=5,
         execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(load_balancing_policy=RoundRobinPolicy())},

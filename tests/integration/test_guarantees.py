@@ -138,7 +138,8 @@ def test_a_message_that_keeps_failing_unexpectedly_ends_in_the_dlq_after_the_pol
     run_script, topics: Topics, first_id: int, stack_env: dict[str, str]
 ) -> None:
     keyspace = f"poison_{uuid.uuid4().hex[:8]}"
-    cluster = Cluster([stack_env["CASSANDRA_HOSTS"]], port=int(stack_env["CASSANDRA_PORT"]), protocol_version=5)
+    hosts = [host.strip() for host in stack_env["CASSANDRA_HOSTS"].split(",")]
+    cluster = Cluster(hosts, port=int(stack_env["CASSANDRA_PORT"]), protocol_version=5)
     session = cluster.connect()
     try:
         for statement in schema_statements(keyspace, SCHEMA.read_text()):

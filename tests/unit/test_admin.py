@@ -6,7 +6,13 @@ import re
 
 import pytest
 
-from ecom_pipeline.admin import SCHEMA, pipeline_subscriptions, schema_statements
+from ecom_pipeline.admin import (
+    SCHEMA,
+    pipeline_subscriptions,
+    replication_factor_from,
+    replication_statement,
+    schema_statements,
+)
 from ecom_pipeline.messages import ORDER_COLUMNS, PAYMENT_COLUMNS
 from tests.unit.conftest import ROOT
 
@@ -124,3 +130,23 @@ def test_the_dlq_subscriptions_have_no_dead_letter_policy_of_their_own():
     dead_letter_topics = {spec.topic: spec.dead_letter_topic for spec in pipeline_subscriptions()}
     assert dead_letter_topics["dlq_orders_data"] is None
     assert dead_letter_topics["dlq_payments_data"] is None
+
+
+# --- replication from configuration ----------------------------------------------------------
+
+
+def test_three_replicas_in_the_clusters_data_centre():
+    assert replication_statement("ecom_store", 3, "datacenter1") == (
+        "ALTER KEYSPACE ecom_store WITH replication = {'class': 'NetworkTopologyStrategy', 'datacenter1': 3}"
+    )
+
+
+@pytest.mark.parametrize(("environ", "factor"), [({}, None), ({"CASSANDRA_REPLICATION_FACTOR": " 3 "}, 3)])
+def test_the_replication_factor_comes_from_the_environment(environ, factor):
+    assert replication_factor_from(environ) == factor
+
+
+@pytest.mark.parametrize("text", ["0", "10", "three", "-1"])
+def test_a_bad_replication_factor_names_its_variable(text):
+    with pytest.raises(ValueError, match="CASSANDRA_REPLICATION_FACTOR must be a number of replicas from 1 to 9"):
+        replication_factor_from({"CASSANDRA_REPLICATION_FACTOR": text})

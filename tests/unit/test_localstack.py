@@ -1,0 +1,43 @@
+"""The local stack's pure parts: node addresses, exports, and a cluster node's configuration."""
+
+from __future__ import annotations
+
+import pytest
+
+from stack.localstack import ROOT, Endpoints, cassandra_node, cluster_yaml, is_loopback
+
+
+def test_one_node_by_default_at_the_configured_host():
+    endpoints = Endpoints.from_env({})
+    assert (endpoints.nodes, endpoints.node_address(1)) == (1, "127.0.0.1")
+    assert "export CASSANDRA_HOSTS=127.0.0.1\n" in endpoints.exports()
+    assert cassandra_node(1, 1).pid_file.name == "cassandra.pid"
+
+
+def test_a_three_node_cluster_has_node_k_on_127_0_0_k_and_exports_all_three():
+    endpoints = Endpoints.from_env({"CASSANDRA_NODES": "3"})
+    assert [endpoints.node_address(k) for k in (1, 2, 3)] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    assert "export CASSANDRA_HOSTS=127.0.0.1,127.0.0.2,127.0.0.3\n" in endpoints.exports()
+    assert [cassandra_node(k, 3).pid_file.name for k in (1, 2, 3)] == [
+        "cassandra-1.pid",
+        "cassandra-2.pid",
+        "cassandra-3.pid",
+    ]
+
+
+@pytest.mark.parametrize("nodes", ["0", "4", "three", "-1"])
+def test_a_bad_node_count_is_refused_with_its_name(nodes):
+    with pytest.raises(SystemExit, match="CASSANDRA_NODES must be a number of nodes from 1 to 3"):
+        Endpoints.from_env({"CASSANDRA_NODES": nodes})
+
+
+def test_a_cluster_node_listens_on_its_own_address_with_periodic_sync():
+    yaml = cluster_yaml((ROOT / "stack" / "cassandra.yaml").read_text(), "127.0.0.2")
+    assert "listen_address: 127.0.0.2\n" in yaml and "rpc_address: 127.0.0.2\n" in yaml
+    assert '- seeds: "127.0.0.1:7000"' in yaml  # node 1 is every node's seed
+    assert "commitlog_sync: periodic\n" in yaml and "commitlog_sync: group" not in yaml
+
+
+@pytest.mark.parametrize(("host", "local"), [("127.0.0.3", True), ("localhost", True), ("10.0.0.3", False)])
+def test_the_whole_127_range_is_local(host, local):
+    assert is_loopback(host) is local
