@@ -47,6 +47,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 SCHEMA = Path(__file__).resolve().parent.parent / "schema.cql"
+_ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 MAX_DELIVERY_ATTEMPTS = 5
 # A dead-letter subscription keeps unacked messages as long as Pub/Sub allows (7 days), and is
 # never deleted for inactivity (an empty expiration policy: Google Cloud's default is 31 days).
@@ -150,6 +151,32 @@ def apply_schema(settings: CassandraSettings, schema: str, replication_factor: i
             session.execute(replication_statement(settings.keyspace, replication_factor, data_centre), timeout=60)
             log.info("keyspace %s: %d replicas in %s", settings.keyspace, replication_factor, data_centre)
         log.info("schema applied to keyspace %s", settings.keyspace)
+    finally:
+        cluster.shutdown()
+
+
+def pipeline_role_statements(keyspace: str, role: str) -> list[str]:
+    """The pipeline's role: it may log in, read and write the fact table, and nothing else (no
+    schema change, no other keyspace, not a superuser). The password is bound, never inlined;
+    an existing role keeps its password (change it with ALTER ROLE: Cassandra allows one change
+    per 5 s, and set-up may run twice in a row)."""
+    if not _ROLE_NAME.match(role):
+        raise ValueError(f"CASSANDRA_PIPELINE_ROLE must be a plain CQL identifier, not {role!r}")
+    table = f"{keyspace}.{TABLE}"
+    return [
+        f"CREATE ROLE IF NOT EXISTS {role} WITH LOGIN = true AND SUPERUSER = false AND PASSWORD = %s",
+        f"GRANT SELECT ON TABLE {table} TO {role}",
+        f"GRANT MODIFY ON TABLE {table} TO {role}",
+    ]
+
+
+def create_pipeline_role(settings: CassandraSettings, role: str, password: str) -> None:
+    """As the administrator (`settings`' credentials): the pipeline's least-privilege role."""
+    cluster, session = connect_session(settings, keyspace=None)
+    try:
+        for statement in pipeline_role_statements(settings.keyspace, role):
+            session.execute(statement, (password,) if "%s" in statement else None, timeout=60)
+        log.info("role %s may SELECT and MODIFY %s.%s, nothing else", role, settings.keyspace, TABLE)
     finally:
         cluster.shutdown()
 
@@ -283,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     if args.command == "setup":
+        role = os.environ.get("CASSANDRA_PIPELINE_ROLE", "").strip()
+        role_password = os.environ.get("CASSANDRA_PIPELINE_PASSWORD", "")
+        if role and not role_password:
+            log.error("CASSANDRA_PIPELINE_ROLE is set: CASSANDRA_PIPELINE_PASSWORD must be too")
+            return 1
         specs = pipeline_subscriptions()
         ensure_topics(pubsub, sorted({spec.topic for spec in specs}))
         ensure_subscriptions(pubsub, specs)
@@ -290,12 +322,17 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             try:
                 apply_schema(cassandra, SCHEMA.read_text(), replication_factor)
+                if role:  # a secured cluster: set up as the administrator, consume as the role
+                    create_pipeline_role(cassandra, role, role_password)
                 return 0
             except TransientStoreError as exc:
                 if time.monotonic() > deadline:
                     log.error("Cassandra did not answer: %s", exc)
                     return 1
                 time.sleep(2)
+            except (PipelineError, ValueError) as exc:
+                log.error("%s", exc)
+                return 1
     if args.command == "requeue":
         try:
             moved = requeue(pubsub, args.subscription, args.topic, args.max)

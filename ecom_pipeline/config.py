@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from pydantic import SecretStr
@@ -17,6 +18,7 @@ __all__ = [
     "CassandraSettings",
     "ConsumerSettings",
     "PubSubSettings",
+    "TlsSettings",
     "subscription_for",
 ]
 
@@ -83,6 +85,7 @@ class CassandraSettings:
     consistency: str = "LOCAL_QUORUM"
     local_dc: str | None = None
     request_timeout: float = 10.0
+    tls: TlsSettings | None = None  # client-to-node encryption; None: plaintext
 
     def __post_init__(self) -> None:
         if not _KEYSPACE_NAME.match(self.keyspace):
@@ -103,7 +106,40 @@ class CassandraSettings:
             consistency=environ.get("CASSANDRA_CONSISTENCY", "LOCAL_QUORUM").upper(),
             local_dc=environ.get("CASSANDRA_LOCAL_DC") or None,
             request_timeout=_number(environ, "CASSANDRA_REQUEST_TIMEOUT", "10", float, low=0.1, high=3600),
+            tls=TlsSettings.from_env(environ),
         )
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """Client TLS to Cassandra: the CA that signed the nodes' certificates (PEM), and for mutual
+    TLS a client certificate and key. Hostname verification is on unless explicitly turned off."""
+
+    ca_cert: Path
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    check_hostname: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> TlsSettings | None:
+        """CASSANDRA_SSL_CA_CERT (set: TLS on), CASSANDRA_SSL_CERT and CASSANDRA_SSL_KEY (mutual
+        TLS, both or neither), CASSANDRA_SSL_CHECK_HOSTNAME (true, or false to turn it off)."""
+        ca = environ.get("CASSANDRA_SSL_CA_CERT", "").strip()
+        cert = environ.get("CASSANDRA_SSL_CERT", "").strip()
+        key = environ.get("CASSANDRA_SSL_KEY", "").strip()
+        check = environ.get("CASSANDRA_SSL_CHECK_HOSTNAME", "true").strip().lower()
+        if not ca:
+            if cert or key:
+                raise ValueError("CASSANDRA_SSL_CERT and CASSANDRA_SSL_KEY need CASSANDRA_SSL_CA_CERT")
+            return None
+        if bool(cert) != bool(key):
+            raise ValueError("CASSANDRA_SSL_CERT and CASSANDRA_SSL_KEY go together (mutual TLS): set both or neither")
+        if check not in ("true", "false"):
+            raise ValueError(f"CASSANDRA_SSL_CHECK_HOSTNAME must be true or false, not {check!r}")
+        for name, value in (("CASSANDRA_SSL_CA_CERT", ca), ("CASSANDRA_SSL_CERT", cert), ("CASSANDRA_SSL_KEY", key)):
+            if value and not Path(value).is_file():
+                raise ValueError(f"{name} names no readable file: {value}")
+        return cls(Path(ca), Path(cert) if cert else None, Path(key) if key else None, check == "true")
 
 
 @dataclass(frozen=True)

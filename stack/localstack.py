@@ -15,8 +15,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -33,6 +35,14 @@ CASSANDRA_LIB = CASSANDRA_DIR / "lib"
 COMPOSE_FILE = ROOT / "docker-compose-cassandra.yml"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 MAX_NODES = 3  # a local cluster on one machine: three nodes of 512 MiB heap each
+# CASSANDRA_SECURE=1: key material and passwords generated at start, never committed (.stack/).
+SECURE_DIR = STACK_DIR / "secure"
+CA_CERT = SECURE_DIR / "ca.pem"
+STORE_PASSWORD = SECURE_DIR / "store-password"
+ADMIN_PASSWORD = SECURE_DIR / "admin-password"
+PIPELINE_PASSWORD = SECURE_DIR / "pipeline-password"
+ADMIN_ROLE = "cassandra"  # Cassandra's default superuser; its default password is changed at start
+PIPELINE_ROLE = "ecom_pipeline"  # SELECT and MODIFY on the fact table only (make setup)
 
 
 def is_loopback(host: str) -> bool:
@@ -53,6 +63,7 @@ class Endpoints:
     pubsub_port: int
     project: str
     nodes: int = 1  # CASSANDRA_NODES: 1, or a local cluster with node k on 127.0.0.k
+    secure: bool = False  # CASSANDRA_SECURE=1: passwords, roles and client TLS required (one node)
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str]) -> Endpoints:
@@ -62,6 +73,11 @@ class Endpoints:
         nodes = environ.get("CASSANDRA_NODES", "1").strip() or "1"
         if not nodes.isdigit() or not 1 <= int(nodes) <= MAX_NODES:
             raise SystemExit(f"CASSANDRA_NODES must be a number of nodes from 1 to {MAX_NODES}, not {nodes!r}")
+        secure = environ.get("CASSANDRA_SECURE", "").strip()
+        if secure not in ("", "0", "1"):
+            raise SystemExit(f"CASSANDRA_SECURE must be 1 (a secured node) or 0, not {secure!r}")
+        if secure == "1" and nodes != "1":
+            raise SystemExit("CASSANDRA_SECURE=1 starts one secured node; leave CASSANDRA_NODES unset")
         return cls(
             cassandra_host=cassandra_host,
             cassandra_port=int(environ.get("CASSANDRA_PORT", "9042")),
@@ -69,6 +85,7 @@ class Endpoints:
             pubsub_port=int(pubsub_port),
             project=environ.get("GOOGLE_CLOUD_PROJECT", "ecom-local"),
             nodes=int(nodes),
+            secure=secure == "1",
         )
 
     def node_address(self, k: int) -> str:
@@ -77,14 +94,19 @@ class Endpoints:
 
     def exports(self) -> str:
         hosts = ",".join(self.node_address(k) for k in range(1, self.nodes + 1))
-        return "\n".join(
-            [
-                f"export PUBSUB_EMULATOR_HOST={self.pubsub_host}:{self.pubsub_port}",
-                f"export GOOGLE_CLOUD_PROJECT={self.project}",
-                f"export CASSANDRA_HOSTS={hosts}",
-                f"export CASSANDRA_PORT={self.cassandra_port}",
+        lines = [
+            f"export PUBSUB_EMULATOR_HOST={self.pubsub_host}:{self.pubsub_port}",
+            f"export GOOGLE_CLOUD_PROJECT={self.project}",
+            f"export CASSANDRA_HOSTS={hosts}",
+            f"export CASSANDRA_PORT={self.cassandra_port}",
+        ]
+        if self.secure:  # the pipeline's own role; the passwords stay in their files
+            lines += [
+                f"export CASSANDRA_SSL_CA_CERT={CA_CERT.relative_to(ROOT)}",
+                f"export CASSANDRA_USERNAME={PIPELINE_ROLE}",
+                f'export CASSANDRA_PASSWORD="$(cat {PIPELINE_PASSWORD.relative_to(ROOT)})"',
             ]
-        )
+        return "\n".join(lines)
 
 
 # --- readiness probes: a real query, not an open port ---------------------------------------
@@ -97,12 +119,16 @@ def cassandra_release_version(endpoints: Endpoints, timeout: float = 5.0, host: 
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import WhiteListRoundRobinPolicy
 
-    username = os.environ.get("CASSANDRA_USERNAME")
-    auth = PlainTextAuthProvider(username, os.environ.get("CASSANDRA_PASSWORD", "")) if username else None
+    if endpoints.secure:  # log in as the administrator, over TLS
+        auth = PlainTextAuthProvider(ADMIN_ROLE, admin_password())
+    else:
+        username = os.environ.get("CASSANDRA_USERNAME")
+        auth = PlainTextAuthProvider(username, os.environ.get("CASSANDRA_PASSWORD", "")) if username else None
     cluster = Cluster(
         [host or endpoints.cassandra_host],
         port=endpoints.cassandra_port,
         auth_provider=auth,
+        ssl_context=client_tls() if endpoints.secure else None,
         execution_profiles={
             EXEC_PROFILE_DEFAULT: ExecutionProfile(
                 load_balancing_policy=WhiteListRoundRobinPolicy([host or endpoints.cassandra_host])
@@ -223,6 +249,13 @@ CASSANDRA = LocalService(
     "CassandraDaemon",
     start_timeout=240.0,
 )
+CASSANDRA_SECURE = LocalService(
+    "cassandra-secure",
+    STACK_DIR / "cassandra-secure.pid",
+    STACK_DIR / "cassandra-secure" / "cassandra.out",
+    "cassandra-secure/conf/",
+    start_timeout=240.0,
+)
 PUBSUB = LocalService(
     "pubsub-emulator",
     STACK_DIR / "pubsub.pid",
@@ -232,9 +265,12 @@ PUBSUB = LocalService(
 )
 
 
-def cassandra_node(k: int, nodes: int) -> LocalService:
-    """Node k of the local Cassandra: the single node (.stack/cassandra.pid), or node k of a
-    local cluster (.stack/cassandra-k.pid, its files under .stack/cassandra-k/)."""
+def cassandra_node(k: int, nodes: int, secure: bool = False) -> LocalService:
+    """Node k of the local Cassandra: the single node (.stack/cassandra.pid), node k of a local
+    cluster (.stack/cassandra-k.pid, its files under .stack/cassandra-k/), or the secured node
+    (.stack/cassandra-secure.pid)."""
+    if secure:
+        return CASSANDRA_SECURE
     if nodes == 1:
         return CASSANDRA
     home = STACK_DIR / f"cassandra-{k}"
@@ -243,19 +279,26 @@ def cassandra_node(k: int, nodes: int) -> LocalService:
     )
 
 
-def node_home(k: int, nodes: int) -> Path:
+def node_home(k: int, nodes: int, secure: bool = False) -> Path:
+    if secure:
+        return STACK_DIR / "cassandra-secure"
     return CASSANDRA_DIR if nodes == 1 else STACK_DIR / f"cassandra-{k}"
 
 
-def running_nodes() -> dict[int, list[int]]:
-    """The project's Cassandra processes alive now: {node count: [node numbers]}."""
-    found: dict[int, list[int]] = {}
+def running_stack() -> set[str]:
+    """Which of the project's Cassandras run now: "one node", "3 nodes", "a secured node"."""
+    found = set()
     if CASSANDRA.pid() is not None:
-        found[1] = [1]
-    cluster = [k for k in range(1, MAX_NODES + 1) if cassandra_node(k, MAX_NODES).pid() is not None]
-    if cluster:
-        found[MAX_NODES] = cluster
+        found.add(stack_name(1, secure=False))
+    if any(cassandra_node(k, MAX_NODES).pid() is not None for k in range(1, MAX_NODES + 1)):
+        found.add(stack_name(MAX_NODES, secure=False))
+    if CASSANDRA_SECURE.pid() is not None:
+        found.add(stack_name(1, secure=True))
     return found
+
+
+def stack_name(nodes: int, secure: bool) -> str:
+    return "a secured node" if secure else "one node" if nodes == 1 else f"{nodes} nodes"
 
 
 PROMETHEUS = LocalService(
@@ -307,7 +350,7 @@ def start_cassandra(endpoints: Endpoints, k: int = 1) -> int:
             f"Cassandra's jars are missing in {CASSANDRA_LIB.relative_to(ROOT)}; "
             "`make stack` resolves them with Maven (see stack/pom.xml)"
         )
-    home, address = node_home(k, endpoints.nodes), endpoints.node_address(k)
+    home, address = node_home(k, endpoints.nodes, endpoints.secure), endpoints.node_address(k)
     conf = home / "conf"
     conf.mkdir(parents=True, exist_ok=True)
     (home / "data").mkdir(exist_ok=True)
@@ -318,7 +361,10 @@ def start_cassandra(endpoints: Endpoints, k: int = 1) -> int:
     )
     if endpoints.nodes > 1:
         yaml = cluster_yaml(yaml, address)
+    if endpoints.secure:
+        yaml = secure_yaml(yaml)
     (conf / "cassandra.yaml").write_text(yaml)
+    (conf / "cassandra.yaml").chmod(0o600)  # it holds the keystore's password when secured
     (conf / "logback.xml").write_text((ROOT / "stack" / "logback.xml").read_text())
     jvm_options = [
         line.strip()
@@ -339,7 +385,138 @@ def start_cassandra(endpoints: Endpoints, k: int = 1) -> int:
         f"{CASSANDRA_LIB}/*",
         "org.apache.cassandra.service.CassandraDaemon",
     ]
-    return cassandra_node(k, endpoints.nodes).spawn(argv, cwd=home)
+    if endpoints.secure:  # the default superuser is created half a second in, not ten
+        argv.insert(-1, "-Dcassandra.superuser_setup_delay_ms=500")
+    return cassandra_node(k, endpoints.nodes, endpoints.secure).spawn(argv, cwd=home)
+
+
+# --- the secured node (CASSANDRA_SECURE=1) -------------------------------------------------
+
+
+def _secret(path: Path) -> str:
+    """The secret in `path`, generated (and readable by this user only) the first time."""
+    if not path.exists():
+        SECURE_DIR.mkdir(parents=True, exist_ok=True)
+        SECURE_DIR.chmod(0o700)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _keytool(*args: str) -> None:
+    """keytool with the store password read from its file (never on a command line: ps shows those)."""
+    subprocess.run(
+        ["keytool", *args, "-storepass:file", str(STORE_PASSWORD)], cwd=SECURE_DIR, check=True, capture_output=True
+    )
+
+
+def ensure_key_material() -> None:
+    """A CA and the node's certificate (SAN IP:127.0.0.1) signed by it, made once with the JDK's
+    keytool under .stack/secure/: ca.pem for the clients, node.p12 (PKCS12) for Cassandra."""
+    if (SECURE_DIR / "node.p12").exists() and CA_CERT.exists():
+        return
+    _secret(STORE_PASSWORD)
+    for stale in ("ca.p12", "node.p12", "node.csr", "node.pem", "ca.pem"):
+        (SECURE_DIR / stale).unlink(missing_ok=True)
+    common = ["-keyalg", "RSA", "-keysize", "2048", "-validity", "365", "-storetype", "PKCS12"]
+    _keytool(
+        "-genkeypair",
+        "-alias",
+        "ca",
+        "-dname",
+        "CN=ecom-pipeline local CA",
+        "-ext",
+        "bc:c",
+        "-keystore",
+        "ca.p12",
+        *common,
+    )
+    _keytool("-exportcert", "-rfc", "-alias", "ca", "-keystore", "ca.p12", "-file", "ca.pem")
+    _keytool(
+        "-genkeypair",
+        "-alias",
+        "node",
+        "-dname",
+        "CN=127.0.0.1",
+        "-ext",
+        "san=ip:127.0.0.1",
+        "-keystore",
+        "node.p12",
+        *common,
+    )
+    _keytool("-certreq", "-alias", "node", "-keystore", "node.p12", "-file", "node.csr")
+    _keytool(
+        "-gencert",
+        "-alias",
+        "ca",
+        "-keystore",
+        "ca.p12",
+        "-infile",
+        "node.csr",
+        "-outfile",
+        "node.pem",
+        "-rfc",
+        "-ext",
+        "san=ip:127.0.0.1",
+        "-validity",
+        "365",
+    )
+    _keytool("-importcert", "-noprompt", "-alias", "ca", "-file", "ca.pem", "-keystore", "node.p12")
+    _keytool("-importcert", "-alias", "node", "-file", "node.pem", "-keystore", "node.p12")
+    for generated in SECURE_DIR.iterdir():
+        generated.chmod(0o600)
+    log.info("generated a CA and the node's certificate in %s", SECURE_DIR.relative_to(ROOT))
+
+
+def secure_yaml(yaml: str) -> str:
+    """Passwords, roles and permissions checked; client connections only over TLS."""
+    yaml = yaml.replace("authenticator: AllowAllAuthenticator", "authenticator: PasswordAuthenticator")
+    yaml = yaml.replace(
+        "authorizer: AllowAllAuthorizer", "authorizer: CassandraAuthorizer\nrole_manager: CassandraRoleManager"
+    )
+    return yaml + (
+        "\nclient_encryption_options:\n"
+        "  enabled: true\n"
+        "  optional: false\n"  # a plaintext client is refused
+        f"  keystore: {SECURE_DIR / 'node.p12'}\n"
+        f"  keystore_password: {_secret(STORE_PASSWORD)}\n"
+        "  store_type: PKCS12\n"
+        "  require_client_auth: false\n"
+    )
+
+
+def client_tls() -> ssl.SSLContext:
+    """A client's TLS: the local CA, hostname (IP) checked."""
+    context = ssl.create_default_context(cafile=str(CA_CERT))
+    context.check_hostname = True
+    return context
+
+
+def admin_password() -> str:
+    """The superuser's password: the generated one once it is set, Cassandra's default before."""
+    return _secret(ADMIN_PASSWORD) if (SECURE_DIR / "admin-password-set").exists() else "cassandra"
+
+
+def change_default_password(endpoints: Endpoints) -> None:
+    """Replace the default superuser's well-known password by the generated one (once)."""
+    if (SECURE_DIR / "admin-password-set").exists():
+        return
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(
+        [endpoints.cassandra_host],
+        port=endpoints.cassandra_port,
+        protocol_version=5,
+        auth_provider=PlainTextAuthProvider(ADMIN_ROLE, "cassandra"),
+        ssl_context=client_tls(),
+    )
+    try:
+        cluster.connect().execute(f"ALTER ROLE {ADMIN_ROLE} WITH PASSWORD = %s", (_secret(ADMIN_PASSWORD),))
+    finally:
+        cluster.shutdown()
+    (SECURE_DIR / "admin-password-set").touch()
+    log.info("the default superuser's password is replaced by %s", ADMIN_PASSWORD.relative_to(ROOT))
 
 
 def cluster_yaml(yaml: str, address: str) -> str:
@@ -429,24 +606,29 @@ def up(endpoints: Endpoints) -> None:
     STACK_DIR.mkdir(exist_ok=True)
     started = time.monotonic()
     # The emulator starts in a few seconds; bring it up first so both boot in parallel.
-    other = {count: ks for count, ks in running_nodes().items() if count != endpoints.nodes}
+    wanted = stack_name(endpoints.nodes, endpoints.secure)
+    other = running_stack() - {wanted}
     if other:
-        [(count, _)] = other.items()
-        asked = "one node" if endpoints.nodes == 1 else f"{endpoints.nodes} nodes"
-        running = "a single-node Cassandra" if count == 1 else f"a {count}-node Cassandra cluster"
         raise SystemExit(
-            f"{running} of this project is running, and CASSANDRA_NODES asks for {asked}: "
-            "`make stack-down` first, then `make stack` with the CASSANDRA_NODES you want"
+            f"this project's Cassandra runs as {', '.join(sorted(other))}, and {wanted} was asked for "
+            "(CASSANDRA_NODES, CASSANDRA_SECURE): `make stack-down` first, then `make stack` with what you want"
         )
+    if endpoints.secure:
+        ensure_key_material()
+        _secret(ADMIN_PASSWORD)
+        _secret(PIPELINE_PASSWORD)  # for make setup to give the pipeline's role
     if not emulator_answers(endpoints) and is_loopback(endpoints.pubsub_host) and PUBSUB.pid() is None:
         start_pubsub(endpoints)
     # One after another: a node joins the ring through the nodes already up.
     for k in range(1, endpoints.nodes + 1):
         address = endpoints.node_address(k)
         answers = functools.partial(node_answers, endpoints, address)
-        ensure(cassandra_node(k, endpoints.nodes), address, answers, functools.partial(start_cassandra, k=k), endpoints)
+        service = cassandra_node(k, endpoints.nodes, endpoints.secure)
+        ensure(service, address, answers, functools.partial(start_cassandra, k=k), endpoints)
     if endpoints.nodes > 1:
         wait_for_ring(endpoints)
+    if endpoints.secure:
+        change_default_password(endpoints)
     ensure(PUBSUB, endpoints.pubsub_host, lambda: emulator_answers(endpoints), start_pubsub, endpoints)
     log.info("stack ready in %.1f s; for other terminals:", time.monotonic() - started)
     print(endpoints.exports())
@@ -499,6 +681,7 @@ def down() -> None:
         service.stop()
     for k in range(1, MAX_NODES + 1):
         cassandra_node(k, MAX_NODES).stop()
+    CASSANDRA_SECURE.stop()
 
 
 def status(endpoints: Endpoints) -> int:
@@ -509,7 +692,7 @@ def status(endpoints: Endpoints) -> int:
         version = cassandra_release_version(endpoints, host=endpoints.node_address(k))
         healthy = healthy and version is not None
         detail = f"{endpoints.node_address(k)}: release {version}" if version else f"{endpoints.node_address(k)}: down"
-        services.append((cassandra_node(k, endpoints.nodes), detail))
+        services.append((cassandra_node(k, endpoints.nodes, endpoints.secure), detail))
     services.append((PUBSUB, "answering" if emulator else "not answering"))
     for service, detail in services:
         pid = service.pid()

@@ -8,6 +8,7 @@ import pytest
 
 from ecom_pipeline.admin import (
     SCHEMA,
+    pipeline_role_statements,
     pipeline_subscriptions,
     replication_factor_from,
     replication_statement,
@@ -150,3 +151,17 @@ def test_the_replication_factor_comes_from_the_environment(environ, factor):
 def test_a_bad_replication_factor_names_its_variable(text):
     with pytest.raises(ValueError, match="CASSANDRA_REPLICATION_FACTOR must be a number of replicas from 1 to 9"):
         replication_factor_from({"CASSANDRA_REPLICATION_FACTOR": text})
+
+
+def test_the_pipelines_role_may_select_and_modify_the_fact_table_and_nothing_else():
+    assert pipeline_role_statements("ecom_store", "ecom_pipeline") == [
+        "CREATE ROLE IF NOT EXISTS ecom_pipeline WITH LOGIN = true AND SUPERUSER = false AND PASSWORD = %s",
+        "GRANT SELECT ON TABLE ecom_store.orders_payments_facts TO ecom_pipeline",
+        "GRANT MODIFY ON TABLE ecom_store.orders_payments_facts TO ecom_pipeline",
+    ]
+
+
+@pytest.mark.parametrize("role", ["Pipeline", "a b", "x; DROP ROLE cassandra", "", "1st"])
+def test_a_role_name_that_is_not_a_plain_identifier_is_refused(role):
+    with pytest.raises(ValueError, match="CASSANDRA_PIPELINE_ROLE must be a plain CQL identifier"):
+        pipeline_role_statements("ecom_store", role)

@@ -11,10 +11,11 @@ from ecom_pipeline.config import (
     PAYMENTS_TOPIC,
     CassandraSettings,
     PubSubSettings,
+    TlsSettings,
     subscription_for,
 )
 
-PASSWORD = "s3cr3t-Pa55w0rd-7f2c"
+PASSWORD = "s3cr3t-Pa55w0rd-7f2c"  # pragma: allowlist secret  (a made-up password the tests look for)
 
 
 def test_the_design_topic_names():
@@ -151,3 +152,39 @@ def test_resource_paths_name_the_project():
     settings = PubSubSettings(project="ecom-local")
     assert settings.topic_path("orders_data") == "projects/ecom-local/topics/orders_data"
     assert settings.subscription_path("orders_data-sub") == "projects/ecom-local/subscriptions/orders_data-sub"
+
+
+# --- TlsSettings --------------------------------------------------------------------------------
+
+
+def test_without_a_ca_certificate_the_connection_is_plaintext():
+    assert CassandraSettings.from_env({}).tls is None
+
+
+def test_tls_settings_from_the_environment(tmp_path):
+    ca, cert, key = (tmp_path / name for name in ("ca.pem", "client.pem", "client.key"))
+    for path in (ca, cert, key):
+        path.write_text("x")
+    tls = CassandraSettings.from_env(
+        {"CASSANDRA_SSL_CA_CERT": str(ca), "CASSANDRA_SSL_CERT": str(cert), "CASSANDRA_SSL_KEY": str(key)}
+    ).tls
+    assert tls == TlsSettings(ca, cert, key, check_hostname=True)
+    off = TlsSettings.from_env({"CASSANDRA_SSL_CA_CERT": str(ca), "CASSANDRA_SSL_CHECK_HOSTNAME": "false"})
+    assert off is not None and off.check_hostname is False
+
+
+@pytest.mark.parametrize(
+    ("environ", "words"),
+    [
+        ({"CASSANDRA_SSL_CA_CERT": "/no/such/ca.pem"}, "CASSANDRA_SSL_CA_CERT names no readable file"),
+        ({"CASSANDRA_SSL_CERT": "c.pem", "CASSANDRA_SSL_KEY": "k.pem"}, "need CASSANDRA_SSL_CA_CERT"),
+        ({"CASSANDRA_SSL_CA_CERT": "CA", "CASSANDRA_SSL_CERT": "c.pem"}, "set both or neither"),
+        ({"CASSANDRA_SSL_CA_CERT": "CA", "CASSANDRA_SSL_CHECK_HOSTNAME": "maybe"}, "must be true or false"),
+    ],
+)
+def test_a_bad_tls_setting_names_its_variable(environ, words, tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    environ = {k: (str(ca) if v == "CA" else v) for k, v in environ.items()}
+    with pytest.raises(ValueError, match=words):
+        TlsSettings.from_env(environ)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 
 from tests.unit.conftest import ROOT
@@ -33,3 +34,16 @@ def test_tool_settings_live_in_pyproject_alone():
     assert not (ROOT / "setup.cfg").exists()
     tools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
     assert {"pytest", "ruff", "mypy"} <= set(tools)
+
+
+PEM_KEY = b"PRIVATE" + b" KEY-----"  # split, so that this file does not match itself
+
+
+def test_no_private_key_or_keystore_is_tracked_by_git():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert tracked, "not a git checkout?"
+    stores = [name for name in tracked if name.endswith((".p12", ".pfx", ".jks", ".keystore", ".key", ".csr"))]
+    assert stores == []
+    with_keys = [name for name in tracked if (ROOT / name).is_file() and PEM_KEY in (ROOT / name).read_bytes()]
+    assert with_keys == []
+    assert ".stack/" in (ROOT / ".gitignore").read_text().split()  # where the secured stack keeps its keys
