@@ -29,6 +29,7 @@ from .config import (
     PAYMENTS_TOPIC,
     CassandraSettings,
     PubSubSettings,
+    optional_integer,
     subscription_for,
 )
 from .errors import PipelineError, TransientStoreError
@@ -183,12 +184,7 @@ def create_pipeline_role(settings: CassandraSettings, role: str, password: str) 
 
 def replication_factor_from(environ: Mapping[str, str]) -> int | None:
     """CASSANDRA_REPLICATION_FACTOR (1 to 9), or None: keep schema.cql's."""
-    text = environ.get("CASSANDRA_REPLICATION_FACTOR", "").strip()
-    if not text:
-        return None
-    if not text.isdigit() or not 1 <= int(text) <= 9:
-        raise ValueError(f"CASSANDRA_REPLICATION_FACTOR must be a number of replicas from 1 to 9, not {text!r}")
-    return int(text)
+    return optional_integer(environ, "CASSANDRA_REPLICATION_FACTOR", low=1, high=9, noun="a number of replicas")
 
 
 @dataclass(frozen=True)

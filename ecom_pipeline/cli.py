@@ -29,6 +29,7 @@ from .config import (
     CassandraSettings,
     ConsumerSettings,
     PubSubSettings,
+    optional_integer,
     subscription_for,
 )
 from .consumer import PULL_TIMEOUT, ConsumerStats
@@ -197,12 +198,7 @@ def metrics_port(flag: int | None, environ: Mapping[str, str]) -> int | None:
     """The flag, else METRICS_PORT (a `ValueError` naming it when it is not a port), else None."""
     if flag is not None:
         return flag
-    text = environ.get("METRICS_PORT", "").strip()
-    if not text:
-        return None
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise ValueError(f"METRICS_PORT must be a port from 1 to 65535, not {text!r}")
-    return int(text)
+    return optional_integer(environ, "METRICS_PORT", low=1, high=65535, noun="a port")
 
 
 def consumer_options(kind: Kind, args: argparse.Namespace) -> ConsumerOptions:

@@ -19,6 +19,7 @@ __all__ = [
     "ConsumerSettings",
     "PubSubSettings",
     "TlsSettings",
+    "optional_integer",
     "subscription_for",
 ]
 
@@ -45,6 +46,17 @@ def _number(environ: Mapping[str, str], name: str, default: str, kind: type[N], 
         noun = "an integer" if kind is int else "a number"
         raise ValueError(f"{name} must be {noun} from {low} to {high}, not {text!r}")
     return value
+
+
+def optional_integer(environ: Mapping[str, str], name: str, *, low: int, high: int, noun: str) -> int | None:
+    """An optional integer variable: None when unset, else a `ValueError` that names it unless
+    it is from `low` to `high` (`noun` says what it counts, e.g. "a port")."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ValueError(f"{name} must be {noun} from {low} to {high}, not {text!r}")
+    return int(text)
 
 
 def subscription_for(topic: str) -> str:

@@ -359,18 +359,19 @@ def test_a_release_waits_for_an_extension_under_way_so_a_nack_is_never_undone():
 # --- the prefetcher -----------------------------------------------------------------------------
 
 
-def test_the_prefetcher_leases_what_it_pulls_and_keeps_at_most_max_buffered():
-    subscription = FakeSubscription(to_pull=messages(10))
-    keeper = LeaseKeeper(subscription, deadline=45, tick=3600)
+def started_prefetcher(subscription: FakeSubscription, deadline: int) -> tuple[Prefetcher, LeaseKeeper]:
+    """A prefetcher of 3 a pull, 4 at most buffered, leasing for `deadline`; started."""
+    keeper = LeaseKeeper(subscription, deadline=deadline, tick=3600)
     prefetcher = Prefetcher(
-        subscription,
-        keeper,
-        pull_size=3,
-        max_buffered=4,
-        pull_timeout=0.01,
-        retry_delay=lambda _: 0.0,
+        subscription, keeper, pull_size=3, max_buffered=4, pull_timeout=0.01, retry_delay=lambda _: 0.0
     )
     prefetcher.start()
+    return prefetcher, keeper
+
+
+def test_the_prefetcher_leases_what_it_pulls_and_keeps_at_most_max_buffered():
+    subscription = FakeSubscription(to_pull=messages(10))
+    prefetcher, keeper = started_prefetcher(subscription, deadline=45)
     first = prefetcher.take(10, timeout=5)
     left = prefetcher.stop()
     assert 1 <= len(first) <= 4 and len(first) + len(left) <= 4 + 3
@@ -389,16 +390,7 @@ def test_the_prefetcher_retries_an_unavailable_pull_and_raises_a_fatal_one():
             raise FatalError("subscription projects/p/subscriptions/s does not exist")
 
     subscription = Flaky()
-    keeper = LeaseKeeper(subscription, deadline=60, tick=3600)
-    prefetcher = Prefetcher(
-        subscription,
-        keeper,
-        pull_size=3,
-        max_buffered=4,
-        pull_timeout=0.01,
-        retry_delay=lambda _: 0.0,
-    )
-    prefetcher.start()
+    prefetcher, _ = started_prefetcher(subscription, deadline=60)
     with pytest.raises(FatalError, match="does not exist"):
         prefetcher.take(1, timeout=5)
     prefetcher.stop()
