@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     requeue_parser.add_argument("--max", type=cli.ranged(int, 1), default=1000, help="at most this many (default 1000)")
     cli.add_log_level(parser)
     args = parser.parse_args(argv)
-    cli.configure_logging(args.log_level)
+    cli.configure_logging(args.log_level, log_format=args.log_format)
     try:
         pubsub, cassandra = PubSubSettings.from_env(os.environ), CassandraSettings.from_env(os.environ)
         replication_factor = replication_factor_from(os.environ)

@@ -8,6 +8,7 @@ what); 2 for a bad flag (argparse); 130 when a second signal forced the exit.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import multiprocessing
 import os
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from .app import SCRIPTS, Kind, run_consumer
@@ -98,12 +100,40 @@ def ranged(kind: type[N], low: N, high: N | None = None, *, above: bool = False)
 
 def add_log_level(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one object per line with severity, message and time (what Google Cloud Logging reads)",
+    )
 
 
-def configure_logging(level: str, tag: str = "") -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: `severity`, `message`, `time` (RFC 3339, UTC), `logger`, `worker`."""
+
+    def __init__(self, tag: str = "") -> None:
+        super().__init__()
+        self._tag = tag
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "severity": record.levelname,
+            "message": record.getMessage() + (f"\n{self.formatException(record.exc_info)}" if record.exc_info else ""),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "logger": record.name,
+        }
+        if self._tag:
+            entry["worker"] = self._tag
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str, tag: str = "", log_format: str = "text") -> None:
     """Log lines to stderr; `tag` (e.g. a worker's name) goes in front of the logger's name."""
     prefix = f"[{tag}] " if tag else ""
     logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter(tag))
     # The driver logs every failed connection attempt, with a traceback; the pipeline's own
     # retry line says what happened and what it does next. DEBUG shows the driver's view too.
     logging.getLogger("cassandra").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
@@ -140,6 +170,7 @@ class ConsumerOptions:
     settings: ConsumerSettings
     workers: int
     log_level: str
+    log_format: str = "text"
     metrics_port: int | None = None  # --metrics-port; unset: METRICS_PORT, else no endpoint
     metrics_address: str = "127.0.0.1"
 
@@ -215,6 +246,7 @@ def consumer_options(kind: Kind, args: argparse.Namespace) -> ConsumerOptions:
         settings=settings,
         workers=args.workers,
         log_level=args.log_level,
+        log_format=args.log_format,
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
     )
@@ -222,7 +254,7 @@ def consumer_options(kind: Kind, args: argparse.Namespace) -> ConsumerOptions:
 
 def run_consumer_script(options: ConsumerOptions, environ: Mapping[str, str]) -> int:
     """The body of the consumer scripts: logging, stop signals, settings, run; the exit status."""
-    configure_logging(options.log_level)
+    configure_logging(options.log_level, log_format=options.log_format)
     try:
         options = replace(options, metrics_port=metrics_port(options.metrics_port, environ))
     except ValueError as exc:
@@ -278,7 +310,7 @@ def _run_one(
 def _worker(
     options: ConsumerOptions, environ: Mapping[str, str], results: multiprocessing.SimpleQueue[ConsumerStats]
 ) -> None:
-    configure_logging(options.log_level, multiprocessing.current_process().name)
+    configure_logging(options.log_level, multiprocessing.current_process().name, options.log_format)
     raise SystemExit(_run_one(options, environ, results, serve_metrics=False))
 
 
@@ -353,7 +385,7 @@ def run_producer_script(
     script: str, args: argparse.Namespace, messages: Callable[[MockData], Iterator[bytes]], environ: Mapping[str, str]
 ) -> int:
     """The body of the producer scripts: publish, flush, summarise; 1 if any publish failed."""
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, log_format=args.log_format)
     stop = stop_on_signals()
     stop_server = None
     try:

@@ -4,8 +4,11 @@ and the two-signal stop. No service needed."""
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import signal
+import sys
 
 import pytest
 
@@ -92,3 +95,27 @@ def test_a_second_signal_forces_the_exit():
     finally:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
+
+
+def test_json_logs_are_one_object_per_line_with_what_cloud_logging_reads():
+    record = logging.LogRecord(
+        "ecom_pipeline.consumer", logging.WARNING, __file__, 1, "retry %d in %.1f s", (2, 0.5), None
+    )
+    record.created = 1_764_000_000.25
+    entry = json.loads(cli.JsonFormatter("worker-2").format(record))
+    assert entry == {
+        "severity": "WARNING",
+        "message": "retry 2 in 0.5 s",
+        "time": "2025-11-24T16:00:00.250+00:00",
+        "logger": "ecom_pipeline.consumer",
+        "worker": "worker-2",
+    }
+
+
+def test_json_logs_carry_the_exception_inside_the_one_line():
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    line = cli.JsonFormatter().format(record)
+    assert "\n" not in line and "RuntimeError: boom" in json.loads(line)["message"]
