@@ -152,6 +152,8 @@ def test_two_of_three_nodes_down_the_consumers_wait_and_then_finish_by_themselve
     assert consumer.wait(60) == 0
     summary = final_counts(consumer.output())
     assert (summary["dead_lettered"], summary["nacked"]) == (0, 0)
+    # At least once: a lease that lapsed during the outage is redelivered and applied again,
+    # harmlessly; the rows above are exact.
     assert summary["applied"] >= total and summary["retried"] > 0
 
 
@@ -172,6 +174,6 @@ def test_writes_are_coordinated_by_all_three_nodes(run_script, topics: Topics, f
     topics.publish_json(ORDERS, [order(first_id + i) for i in range(3_000)])
     consumer = run_script("order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ, "--exit-after-idle", 5))
     assert consumer.wait(300) == 0, consumer.output()
-    assert final_counts(consumer.output())["applied"] >= 3_000
+    assert final_counts(consumer.output())["applied"] >= 3_000  # at least once (a redelivery counts again)
     grown = {node: coordinated(node) - before[node] for node in NODES}
     assert all(count > 0 for count in grown.values()), grown  # token-aware: every replica coordinates

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -90,29 +91,20 @@ def test_after_the_replay_exits_a_still_orphaned_payment_is_visible_again_within
     run_script, topics: Topics, first_id: int
 ) -> None:
     topics.publish_json(PAYMENTS, [payment(first_id)])  # its order never comes
-    payments = run_script(
-        "ingest_in_fact_table.py", *consumer_args(topics, PAYMENTS, PAYMENTS_DLQ, "--exit-after-idle", 3)
-    )
-    assert payments.wait(120) == 0
-    replay = run_script(
-        "replay_dlq_payments.py", *consumer_args(topics, PAYMENTS_DLQ, PAYMENTS_DLQ, "--exit-after-idle", 5)
-    )
-    assert replay.wait(120) == 0, replay.output()
-    assert final_counts(replay.output())["deferred"] >= 1
+    consume_payments(run_script, topics)
+    replay = replay_until_idle(run_script, topics, idle=5)
+    # At least once: the dead letter is deferred for 5 s, and may come back once more before
+    # the replay's 5 s idle limit ends it; what matters is that it was deferred, not applied.
+    counts = final_counts(replay.output())
+    assert counts["deferred"] >= 1 and (counts["applied"], counts["dead_lettered"]) == (0, 0)
     [dead] = topics.drain(PAYMENTS_DLQ, expected=1, timeout=15)
     assert json.loads(dead.message.data)["order_id"] == first_id
 
 
 def test_an_invalid_dead_letter_is_looked_at_once_not_cycled(run_script, topics: Topics, first_id: int) -> None:
     topics.publish_json(PAYMENTS, [payment(first_id, payment_id="seven")])
-    payments = run_script(
-        "ingest_in_fact_table.py", *consumer_args(topics, PAYMENTS, PAYMENTS_DLQ, "--exit-after-idle", 3)
-    )
-    assert payments.wait(120) == 0
-    replay = run_script(
-        "replay_dlq_payments.py", *consumer_args(topics, PAYMENTS_DLQ, PAYMENTS_DLQ, "--exit-after-idle", 8)
-    )
-    assert replay.wait(120) == 0, replay.output()
+    consume_payments(run_script, topics)
+    replay = replay_until_idle(run_script, topics, idle=8)
     counts = final_counts(replay.output())
     assert (counts["received"], counts["deferred"], counts["applied"], counts["dead_lettered"]) == (1, 1, 0, 0)
     [dead] = topics.drain(PAYMENTS_DLQ, expected=1, timeout=15)
@@ -123,10 +115,7 @@ def test_an_invalid_dead_letter_is_looked_at_once_not_cycled(run_script, topics:
 def test_a_card_number_never_reaches_a_dead_letter(run_script, topics: Topics, first_id: int) -> None:
     invalid = json.dumps(payment(first_id, card_last_four=CARD)).encode()
     topics.publish(PAYMENTS, invalid, {"note": "card 4111 1111 1111 1111", "trace": "t-1"})
-    payments = run_script(
-        "ingest_in_fact_table.py", *consumer_args(topics, PAYMENTS, PAYMENTS_DLQ, "--exit-after-idle", 3)
-    )
-    assert payments.wait(120) == 0
+    payments = consume_payments(run_script, topics)
     [dead] = topics.drain(PAYMENTS_DLQ, expected=1)
     attributes = dict(dead.message.attributes)
     text = dead.message.data.decode() + json.dumps(attributes)
@@ -145,10 +134,7 @@ def test_the_audit_counts_the_waiting_payments_and_their_oldest_first_publish_ti
 ) -> None:
     before = datetime.now(UTC)
     topics.publish_json(PAYMENTS, [payment(first_id), payment(first_id + 1)])
-    payments = run_script(
-        "ingest_in_fact_table.py", *consumer_args(topics, PAYMENTS, PAYMENTS_DLQ, "--exit-after-idle", 3)
-    )
-    assert payments.wait(120) == 0
+    consume_payments(run_script, topics)
     waiting = count_waiting(topics.settings, topics.sub(PAYMENTS_DLQ))
     assert waiting.count == 2
     assert waiting.oldest is not None and before.replace(microsecond=0) <= waiting.oldest <= datetime.now(UTC)
@@ -162,7 +148,7 @@ def test_requeue_publishes_dead_orders_back_with_their_original_attributes(
     assert orders.wait(120) == 0
     requeue = run_script("-m", "ecom_pipeline.admin", "requeue", topics.sub(ORDERS_DLQ), topics.name(ORDERS))
     assert requeue.wait(60) == 0, requeue.output()
-    assert "requeued 1 messages" in requeue.output()
+    assert re.findall(r"requeued (\d+) messages", requeue.output()) == ["1"]
     [again] = topics.drain(ORDERS, expected=1)
     assert (again.message.data, dict(again.message.attributes)) == (
         b'{"order_id": "not a number"}',

@@ -78,7 +78,9 @@ def test_the_metrics_count_exactly_what_was_published(run_script, topics: Topics
     reason = (("reason", "invalid_json"), *labels)
     assert found[("ecom_pipeline_dead_letters_total", reason)] == 3
     assert found[("ecom_pipeline_end_to_end_seconds_count", ())] == 7
-    assert found[("ecom_pipeline_write_seconds_count", ())] >= 1
+    # One write call per batch the consumer took: how the 10 messages were split into pulls is
+    # the emulator's choice, so at least one call, and never more than the 7 valid orders.
+    assert 1 <= found[("ecom_pipeline_write_seconds_count", ())] <= 7
     in_flight = ("ecom_pipeline_in_flight_messages", ())
     wait_for(lambda: samples(port).get(in_flight) == 0, 10, "nothing in flight")  # set at each round
     assert found[("ecom_pipeline_last_applied_timestamp_seconds", ())] > 0
@@ -125,6 +127,8 @@ def test_with_two_workers_the_endpoint_reports_their_sum(
     topics.publish_json(ORDERS, [order(first_id + i) for i in range(total)])
     sub = topics.sub(ORDERS)
     wait_for(lambda: sum(len(rows_in(cql, s, 300)) for s in (first_id, first_id + 300)) == total, 120, "every row")
+    # At least once: a redelivered order is applied (and counted) again; the check that matters
+    # is below, /metrics equal to the combined summary of both workers.
     wait_for(lambda: (messages_total(port, sub, "applied") or 0) >= total, 30, f"{total} applied, by /metrics")
     applied = messages_total(port, sub, "applied")
     received = messages_total(port, sub, "received")
