@@ -269,9 +269,7 @@ def _serve(options: ConsumerOptions, health: Health | None) -> Callable[[], None
     """Start the metrics endpoint if asked; `OSError` (e.g. the port is taken) is the caller's."""
     if options.metrics_port is None:
         return None
-    stop = serve(options.metrics_address, options.metrics_port, health)
-    log.info("metrics on http://%s:%d/metrics", options.metrics_address, options.metrics_port)
-    return stop
+    return serve(options.metrics_address, options.metrics_port, health)
 
 
 def _run_one(
@@ -396,7 +394,6 @@ def run_producer_script(
         if port is not None:
             metrics = producer_metrics(script, args.topic)
             stop_server = serve(args.metrics_address, port, None)
-            log.info("metrics on http://%s:%d/metrics", args.metrics_address, port)
     except (ValueError, PipelineError, OSError) as exc:
         log.error("%s", exc)
         return 1

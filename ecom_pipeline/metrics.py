@@ -12,6 +12,7 @@ With `--workers N`, each worker writes its series to files in PROMETHEUS_MULTIPR
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -33,6 +34,7 @@ __all__ = [
     "serve",
 ]
 
+log = logging.getLogger(__name__)
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
 OUTCOMES = ("received", "applied", "dead_lettered", "retried", "nacked", "deferred")
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -178,6 +180,7 @@ def serve(address: str, port: int, health: Health | None) -> Callable[[], None]:
     server: WSGIServer = make_server(address, port, app, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
     thread.start()
+    log.info("metrics on http://%s:%d/metrics", address, port)
 
     def stop() -> None:
         server.shutdown()
