@@ -59,11 +59,14 @@ INSERT_ORDER = (
 CONCURRENCY = 512  # single statements in flight per call (reads; rows of a refused batch)
 # Writes go in UNLOGGED batches of rows that share their replicas (as cqlsh COPY and DSBulk do):
 # fewer requests per row leave more of the CPU to the node. A call's rows are spread over about
-# SPREAD_BATCHES batches (1,000 rows: 5 a batch), at most MAX_BATCH_ROWS each, BATCH_CONCURRENCY
-# in flight. Measured here for calls of 1,000 rows (rows per batch / in flight: rows/s):
-# 1/512: 7,000-7,500; 5/256: 8,700-9,100; 10/128: 8,400-8,700; 20/64: 5,300. Fewer rows per
-# batch keep more requests in flight within one call, and a light load writes row by row.
-SPREAD_BATCHES = 200
+# SPREAD_BATCHES batches (1,000 rows: 20 a batch), at most MAX_BATCH_ROWS each, BATCH_CONCURRENCY
+# in flight, and a light load writes row by row. One call alone kept the node busiest with small
+# batches (1,000 rows, rows per batch / in flight: 1/512: 7,000-7,500 rows/s; 5/256: 8,700-9,100;
+# 20/64: 5,300), but the consumers overlap their calls (`--batches-in-flight`), which keeps the
+# node busy, and there full batches cost the node less CPU per row. Measured here, order consumer
+# with 3 calls in flight, 50,000 orders: 5 rows a batch 6,300-8,200 msg/s (node 1.2-1.6
+# CPU-seconds per 10,000 rows), 20 rows a batch 8,600-9,600 msg/s (1.0-1.1).
+SPREAD_BATCHES = 50
 MAX_BATCH_ROWS = 20
 MAX_BATCH_BYTES = 4608  # estimated; 512 bytes under Cassandra's batch_size_warn_threshold (5 KiB)
 # Bytes per value besides the value itself, as Cassandra's batch size check counted them here:

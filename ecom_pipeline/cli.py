@@ -183,6 +183,13 @@ def consumer_parser(description: str | None, kind: Kind) -> argparse.ArgumentPar
     parser.add_argument("--dead-letter-topic", default=dead_letter_topic, help="topic for dead letters")
     parser.add_argument("--batch-size", type=ranged(int, 1, 1000), default=1000, help="messages per pull (1-1000)")
     parser.add_argument(
+        "--batches-in-flight",
+        type=ranged(int, 1, 8),
+        default=ConsumerSettings.batches_in_flight,
+        metavar="N",
+        help="batches written at once, each acked when its own writes are done (1-8); memory holds up to N + 2 batches",
+    )
+    parser.add_argument(
         "--exit-after-idle",
         type=ranged(float, 0, above=True),
         metavar="SECONDS",
@@ -237,6 +244,7 @@ def consumer_options(kind: Kind, args: argparse.Namespace) -> ConsumerOptions:
         subscription=args.subscription,
         dead_letter_topic=args.dead_letter_topic,
         batch_size=args.batch_size,
+        batches_in_flight=args.batches_in_flight,
         exit_after_idle=args.exit_after_idle,
         ack_deadline=args.ack_deadline,
         stats_interval=args.stats_interval,

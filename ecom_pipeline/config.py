@@ -161,6 +161,7 @@ class ConsumerSettings:
     subscription: str
     dead_letter_topic: str
     batch_size: int = 1000
+    batches_in_flight: int = 4  # batches written at once, each settled on its own (consumer.py)
     exit_after_idle: float | None = None
     ack_deadline: int = 60
     stats_interval: float = 5.0

@@ -8,8 +8,13 @@ Delivery contract (at-least-once, idempotent effect):
   subscription's dead-letter policy moves a message that keeps failing to the dead-letter topic;
 - what can never work for any message (a missing topic, refused credentials) raises
   `FatalError`: every held message is handed back and the consumer stops;
-- memory is bounded: one batch of at most `batch_size` messages in flight, and at most twice
-  that many pulled ahead by the prefetcher while it is written.
+- memory is bounded: at most `batches_in_flight` batches of `batch_size` messages are written
+  at once, and at most twice `batch_size` more are pulled ahead by the prefetcher.
+
+Batches overlap: `batches_in_flight` batch workers each take a batch from the prefetcher, write it
+and settle it on their own, so Cassandra always has the next batch's writes while one batch's
+slowest write finishes. Each message is still acked only after its own write. The writes carry
+their event time (`USING TIMESTAMP`), so the order in which batches finish does not matter.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -163,11 +168,19 @@ class Consumer:
         self._metrics = metrics
         self._health = health
         self.stats = ConsumerStats()
+        self._lock = threading.Lock()  # the stats, the deferrals and the workers' state below
+        self._halt = threading.Event()  # the workers stop: set on a stop request or a failure
+        self._failure: BaseException | None = None  # what stopped a worker, raised by `run`
+        self._busy = 0  # workers holding a batch
+        self._last_activity = 0.0  # monotonic time of the last progress (idle exit)
+        self._next_report = 0.0  # monotonic time of the next progress line
+        self._rounds: dict[int, float] = {}  # each worker's last round (liveness: the oldest)
 
     def run(self) -> ConsumerStats:
         """Consume until the stop event is set or, with `exit_after_idle`, nothing came for that long.
 
-        Raises `FatalError` (after handing every held message back) when nothing can work.
+        Raises `FatalError` (after handing every held message back) when nothing can work; an
+        exception in a worker (a forced exit, a bug outside the handler) is raised here too.
         """
         idle_limit = self._settings.exit_after_idle
         pull_timeout = PULL_TIMEOUT if idle_limit is None else max(0.5, min(PULL_TIMEOUT, idle_limit))
@@ -180,71 +193,132 @@ class Consumer:
             retry_delay=self._backoff.delay,
             on_pull=self._pulled,
         )
-        last_activity = time.monotonic()
-        next_report = last_activity + self._settings.stats_interval
+        workers = [
+            threading.Thread(target=self._work, args=(i, prefetcher, min(pull_timeout, 0.5)), name=f"batch-{i}")
+            for i in range(self._settings.batches_in_flight)
+        ]
+        self._last_activity = time.monotonic()
+        self._next_report = self._last_activity + self._settings.stats_interval
         self._leases.start()
         prefetcher.start()
+        for worker in workers:
+            worker.daemon = True  # a forced exit does not wait for a write under way
+            worker.start()
+        forced = True
         try:
-            while not self._stop.is_set():
-                self._round()
-                if idle_limit is not None and time.monotonic() - last_activity >= idle_limit:
+            while not self._halt.wait(0.1):
+                if self._stop.is_set():
+                    break
+                if idle_limit is not None and self._idle_for() >= idle_limit:
                     log.info("no message for %.0f s, exiting", idle_limit)
                     break
-                batch = prefetcher.take(self._settings.batch_size, min(pull_timeout, 0.5))
-                if batch:
-                    if self.stats.first_received is None:
-                        self.stats.first_received = time.monotonic()
-                    self._count("received", len(batch))
-                    deferred_before = self.stats.deferred
-                    self._process(batch)
-                    # Dead letters the replay only deferred again are not progress: they must
-                    # not keep `--exit-after-idle` from ever firing.
-                    self.stats.last_settled = time.monotonic()
-                    if self.stats.deferred - deferred_before < len(batch):
-                        last_activity = time.monotonic()
-                if time.monotonic() >= next_report:
-                    log.info("%s", self.stats.summary())
-                    next_report = time.monotonic() + self._settings.stats_interval
+            forced = False
         finally:
-            unprocessed = prefetcher.stop()
-            if unprocessed:
-                log.info("stopping: handing %d pulled, unprocessed messages back to Pub/Sub", len(unprocessed))
-                self._hand_back(unprocessed)
-            deferred = self._still_deferred()
-            if deferred:
-                log.info("stopping: handing %d deferred messages back to Pub/Sub", len(deferred))
-                self._subscription.nack(deferred)
-            self._leases.stop()
+            self._halt.set()
+            try:
+                if not forced:  # each worker settles its batch, or hands it back if it was retrying
+                    for worker in workers:
+                        worker.join()  # a second signal interrupts this wait: forced after all
+            finally:
+                self._release_all(prefetcher)
+        if self._failure is not None:
+            raise self._failure
         return self.stats
 
-    def _process(self, batch: Sequence[Received]) -> None:
-        """Settle every message of the batch; retry in place what failed transiently.
+    def _release_all(self, prefetcher: Prefetcher) -> None:
+        """At exit, hand back everything still leased: pulled ahead, or in the batches of workers
+        a forced exit did not wait for; then what was deferred."""
+        prefetcher.stop()
+        unsettled = self._leases.held()
+        if unsettled:
+            log.info("stopping: handing %d pulled, unsettled messages back to Pub/Sub", len(unsettled))
+            self._hand_back_ids(unsettled)
+        deferred = self._still_deferred()
+        if deferred:
+            log.info("stopping: handing %d deferred messages back to Pub/Sub", len(deferred))
+            self._subscription.nack(deferred)
+        self._leases.stop()
+
+    def _work(self, worker: int, prefetcher: Prefetcher, take_timeout: float) -> None:
+        """One batch worker: take a batch, settle it, repeat until halted."""
+        try:
+            while not self._halt.is_set():
+                self._round(worker)
+                self._report()
+                batch = prefetcher.take(self._settings.batch_size, take_timeout)
+                if not batch:
+                    continue
+                with self._lock:
+                    self._busy += 1
+                    if self.stats.first_received is None:
+                        self.stats.first_received = time.monotonic()
+                self._count("received", len(batch))
+                progressed = False
+                try:
+                    progressed = self._process(batch, worker)
+                finally:
+                    with self._lock:
+                        self._busy -= 1
+                        self.stats.last_settled = time.monotonic()
+                        # Dead letters the replay only deferred again are not progress: they must
+                        # not keep `--exit-after-idle` from ever firing.
+                        if progressed:
+                            self._last_activity = time.monotonic()
+        except BaseException as exc:  # FatalError, a forced exit raised in a handler, a bug here
+            with self._lock:
+                if self._failure is None:
+                    self._failure = exc
+            self._halt.set()
+
+    def _report(self) -> None:
+        """The progress line, every `stats_interval`, written by whichever worker turns first:
+        none while every worker is stuck in a write."""
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next_report:
+                return
+            self._next_report = now + self._settings.stats_interval
+            line = self.stats.summary()
+        log.info("%s", line)
+
+    def _idle_for(self) -> float:
+        """Seconds since the last progress; 0 while a worker holds a batch."""
+        with self._lock:
+            return 0.0 if self._busy else time.monotonic() - self._last_activity
+
+    def _process(self, batch: Sequence[Received], worker: int) -> bool:
+        """Settle every message of the batch; retry in place what failed transiently. True if
+        anything but a deferral came of it (progress, for the idle exit).
 
         Whatever stops this early (a stop request during a retry, a `FatalError`, a forced exit)
         hands the messages not yet settled back to Pub/Sub: no lease is ever left held.
         """
         pending: Sequence[Received] = batch
         attempt = 0
+        deferred = 0
         try:
             while pending:
-                pending = self._attempt(pending)
+                pending, deferred_now = self._attempt(pending)
+                deferred += deferred_now
                 if not pending:
-                    return
+                    break
                 self._count("retried", len(pending))
-                self._round()
-                if self._stop.is_set():
+                self._round(worker)
+                if self._halt.is_set() or self._stop.is_set():
                     log.info("stopping: handing %d unfinished messages back to Pub/Sub", len(pending))
-                    return
+                    break
                 delay = self._backoff.delay(attempt)
                 attempt += 1
                 log.warning("%d messages hit a transient failure; retry %d in %.1f s", len(pending), attempt, delay)
-                self._stop.wait(delay)
+                self._halt.wait(delay)
         finally:
             if pending:
                 self._hand_back(pending)
+        return deferred < len(batch)
 
-    def _attempt(self, batch: Sequence[Received]) -> list[Received]:
-        """Handle the batch once and settle what can be settled; return the messages to retry."""
+    def _attempt(self, batch: Sequence[Received]) -> tuple[list[Received], int]:
+        """Handle the batch once and settle what can be settled: the messages to retry, and how
+        many were deferred."""
         try:
             settlement = sort_outcomes(batch, self._handler.handle(batch))
         except FatalError:
@@ -252,7 +326,7 @@ class Consumer:
         except Exception:  # a bug must not stop the pipeline: nack, Pub/Sub caps the attempts
             log.exception("unexpected error while handling %d messages; nacking them", len(batch))
             self._nack(batch)
-            return []
+            return [], 0
         # Dead letters first: the only step that can fail; nothing is settled before it.
         published, refused, unpublished = self._publish_dead_letters(settlement.dead)
         self._ack(settlement.applied, published)
@@ -263,7 +337,7 @@ class Consumer:
         self._nack([message for message, _ in settlement.failed] + refused)
         if self._health is not None:  # readiness: a transient store failure means Cassandra is not
             self._health.set_ready(cassandra=not settlement.retry, pubsub=not unpublished if settlement.dead else None)
-        return settlement.retry + unpublished
+        return settlement.retry + unpublished, sum(len(m) for m in settlement.deferred.values())
 
     def _publish_dead_letters(
         self, dead: list[tuple[Received, DeadLetter]]
@@ -299,14 +373,15 @@ class Consumer:
         self._leases.release(ack_ids)
         self._subscription.ack(ack_ids)
         self._count("applied", len(applied))
-        for _, reason in dead_lettered:
-            self.stats.dead_lettered[reason.code] += 1
-            if self._metrics is not None:
-                self._metrics.count("dead_lettered")
-                self._metrics.dead_lettered(reason.code)
         now = datetime.now(UTC)
         latencies = [(now - m.publish_time).total_seconds() for m in applied]
-        self.stats.latencies.extend(latencies)
+        with self._lock:
+            self.stats.dead_lettered.update(reason.code for _, reason in dead_lettered)
+            self.stats.latencies.extend(latencies)
+        if self._metrics is not None:
+            for _, reason in dead_lettered:
+                self._metrics.count("dead_lettered")
+                self._metrics.dead_lettered(reason.code)
         if self._metrics is not None and applied:
             self._metrics.applied(latencies)
 
@@ -316,7 +391,8 @@ class Consumer:
         self._subscription.modify_deadline(ack_ids, seconds)
         self._still_deferred()  # forget the deferrals that have ended: bounded by the backlog
         until = time.monotonic() + seconds
-        self._deferred.update((ack_id, until) for ack_id in ack_ids)
+        with self._lock:
+            self._deferred.update((ack_id, until) for ack_id in ack_ids)
         self._count("deferred", len(ack_ids))
 
     def _nack(self, messages: Sequence[Received]) -> None:
@@ -327,14 +403,21 @@ class Consumer:
 
     def _count(self, outcome: str, amount: int) -> None:
         """One place for the counts of the summary line and of the metrics, so they agree."""
-        setattr(self.stats, outcome, getattr(self.stats, outcome) + amount)
+        with self._lock:
+            setattr(self.stats, outcome, getattr(self.stats, outcome) + amount)
         if self._metrics is not None:
             self._metrics.count(outcome, amount)
 
-    def _round(self) -> None:
-        """The loop is alive (liveness probe); what it holds (in-flight gauge)."""
+    def _round(self, worker: int) -> None:
+        """This worker is alive; the liveness probe sees the worker that has gone longest
+        without a round. The in-flight gauge: what the consumer holds."""
         if self._health is not None:
-            self._health.round()
+            with self._lock:
+                self._rounds[worker] = time.monotonic()
+                oldest = min(self._rounds.values())
+            self._health.round(at=oldest)
+        if self._metrics is not None:
+            self._metrics.in_flight.set(len(self._leases.held()))
         if self._metrics is not None:
             self._metrics.in_flight.set(len(self._leases.held()))
 
@@ -345,11 +428,14 @@ class Consumer:
     def _still_deferred(self) -> list[str]:
         """The ack ids whose deferral has not ended yet (the others are forgotten)."""
         now = time.monotonic()
-        self._deferred = {ack_id: until for ack_id, until in self._deferred.items() if until > now}
-        return list(self._deferred)
+        with self._lock:
+            self._deferred = {ack_id: until for ack_id, until in self._deferred.items() if until > now}
+            return list(self._deferred)
 
     def _hand_back(self, messages: Sequence[Received]) -> None:
         """Give messages back to Pub/Sub for immediate redelivery (not counted as a failure)."""
-        ack_ids = [m.ack_id for m in messages]
+        self._hand_back_ids([m.ack_id for m in messages])
+
+    def _hand_back_ids(self, ack_ids: Collection[str]) -> None:
         self._leases.release(ack_ids)
-        self._subscription.nack(ack_ids)
+        self._subscription.nack(list(ack_ids))

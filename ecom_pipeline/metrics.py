@@ -51,9 +51,10 @@ class Health:
     cassandra_ready: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def round(self) -> None:
+    def round(self, at: float | None = None) -> None:
+        """A round of the loop, now or at the monotonic time `at` (the oldest of its workers)."""
         with self._lock:
-            self.last_round = time.monotonic()
+            self.last_round = time.monotonic() if at is None else at
 
     def alive(self) -> bool:
         with self._lock:

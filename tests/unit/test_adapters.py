@@ -254,6 +254,6 @@ def test_a_batch_refused_for_good_is_split_and_the_others_keep_their_outcome():
     assert errors == [None, None, None, None, refused, down, down, lost, lost]
 
 
-@pytest.mark.parametrize(("rows", "per_batch"), [(1, 1), (200, 1), (201, 2), (1000, 5), (4000, 20), (50_000, 20)])
+@pytest.mark.parametrize(("rows", "per_batch"), [(1, 1), (50, 1), (51, 2), (300, 6), (1000, 20), (50_000, 20)])
 def test_a_call_is_spread_over_enough_batches_to_keep_the_node_busy(rows, per_batch):
     assert rows_per_batch(rows) == per_batch

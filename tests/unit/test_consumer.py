@@ -7,6 +7,7 @@ the integration tests. Handlers are scripted: each call returns the next list of
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import pytest
 from ecom_pipeline.config import ConsumerSettings
 from ecom_pipeline.consumer import Consumer, sort_outcomes
 from ecom_pipeline.errors import FatalError
+from ecom_pipeline.handlers import Handler
 from ecom_pipeline.policy import Applied, DeadLetter, Defer, Fail, Outcome, Retry
 from ecom_pipeline.pubsub_io import LeaseKeeper, Prefetcher, PubSubUnavailable, Received
 from tests.unit.conftest import received
@@ -118,7 +120,7 @@ def settings(**changes: Any) -> ConsumerSettings:
 
 def consumer(
     subscription: FakeSubscription,
-    handler: ScriptedHandler,
+    handler: Handler,
     dead: FakeDeadLetters | None = None,
     stop: threading.Event | None = None,
     **changes: object,
@@ -302,6 +304,142 @@ def test_a_forced_exit_during_a_write_hands_back_the_batch_and_everything_pulled
     assert len(pulled) > 2  # the batch in hand and some pulled ahead
     assert sorted(set(subscription.nacked())) == sorted(acks(pulled))
     assert loop._leases.held() == set()
+
+
+# --- batches in flight --------------------------------------------------------------------------
+
+
+class MeetingHandler:
+    """Applies every batch, but each call first waits (5 s at most) until `parties` calls are
+    inside at once; records the most calls ever inside together."""
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=5)
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.most_inside = 0
+        self.broken = 0
+
+    def handle(self, batch: Sequence[Received]) -> list[Outcome]:
+        with self.lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        try:
+            self.barrier.wait()
+        except threading.BrokenBarrierError:
+            with self.lock:
+                self.broken += 1
+            raise
+        finally:
+            with self.lock:
+                self.inside -= 1
+        return [Applied() for _ in batch]
+
+
+def test_two_batches_are_written_at_once_and_each_is_acked():
+    """The second batch is handed to the store while the first is still being written."""
+    batch = messages(4)
+    subscription = FakeSubscription(to_pull=list(batch))
+    handler = MeetingHandler(parties=2)
+    stats = consumer(subscription, handler, batch_size=2, batches_in_flight=2, exit_after_idle=0.5).run()
+    assert handler.broken == 0
+    assert sorted(subscription.acked) == sorted(acks(batch))
+    assert (stats.received, stats.applied, stats.nacked) == (4, 4, 0)
+
+
+def test_never_more_batches_in_flight_than_allowed():
+    batch = messages(12)
+    subscription = FakeSubscription(to_pull=list(batch))
+    handler = MeetingHandler(parties=3)  # meets only if 3 are inside at once
+    stats = consumer(subscription, handler, batch_size=2, batches_in_flight=3, exit_after_idle=0.5).run()
+    assert handler.most_inside == 3
+    assert sorted(subscription.acked) == sorted(acks(batch))
+    assert stats.applied == 12
+
+
+def test_with_one_batch_in_flight_a_batch_waits_for_the_one_before():
+    batch = messages(2)
+    subscription = FakeSubscription(to_pull=list(batch))
+    handler = ScriptedHandler()
+    inside = threading.Lock()
+    overlapped = []
+
+    def one_at_a_time() -> None:
+        if not inside.acquire(blocking=False):
+            overlapped.append(True)
+            return
+        threading.Event().wait(0.05)
+        inside.release()
+
+    handler.on_call = one_at_a_time
+    stats = consumer(subscription, handler, batch_size=1, batches_in_flight=1).run()
+    assert overlapped == []
+    assert handler.batches in (
+        [["m0"], ["m1"]],
+        [["m1"], ["m0"]],
+    )
+    assert stats.applied == 2
+
+
+def test_a_fatal_error_in_one_batch_hands_back_the_batch_retrying_beside_it():
+    batch = messages(4)
+    retrying = threading.Event()
+
+    class FatalBeside:
+        def handle(self, part: Sequence[Received]) -> list[Outcome]:
+            if part[0].message_id == "m0":
+                retrying.set()
+                return [Retry("down") for _ in part]
+            retrying.wait(5)
+            raise FatalError("Unauthorized")
+
+    subscription = FakeSubscription(to_pull=list(batch))
+    loop = consumer(subscription, FatalBeside(), batch_size=2, batches_in_flight=2, exit_after_idle=None)
+    with pytest.raises(FatalError, match="Unauthorized"):
+        loop.run()
+    assert subscription.acked == []
+    assert sorted(set(subscription.nacked())) == sorted(acks(batch))
+    assert loop.stats.nacked == 0
+    assert loop._leases.held() == set()
+
+
+def test_a_second_signal_while_waiting_for_a_batch_hands_everything_back():
+    """Stopping waits for the batch being written; a forced exit (KeyboardInterrupt, raised by a
+    second signal in the main thread) during that wait still hands every held message back."""
+    batch = messages(6)
+    subscription = FakeSubscription(to_pull=list(batch))
+    stop, release, first = threading.Event(), threading.Event(), threading.Lock()
+
+    def blocked_write() -> None:
+        if first.acquire(blocking=False):  # the first batch: one signal, while its write hangs
+            stop.set()
+            threading.Timer(0.3, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+        release.wait(5)
+
+    loop = consumer(subscription, ScriptedHandler(on_call=blocked_write), stop=stop, batch_size=2, exit_after_idle=None)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run()
+        pulled = [m for m in batch if m not in subscription.to_pull]
+        assert sorted(set(subscription.nacked())) == sorted(acks(pulled))
+        assert subscription.acked == []
+        assert loop._leases.held() == set()
+    finally:
+        release.set()
+
+
+def test_the_idle_exit_waits_for_a_batch_still_being_retried():
+    """Nothing new arrives while one batch retries for longer than the idle limit: the consumer
+    must finish that batch, not exit and hand it back."""
+    [message] = messages(1)
+    subscription = FakeSubscription(to_pull=[message])
+    retry: list[Outcome] = [Retry("down")]
+    handler = ScriptedHandler(*[retry] * 6)
+    stats = consumer(
+        subscription, handler, exit_after_idle=0.3, retry_initial=0.1, retry_maximum=0.2, batches_in_flight=2
+    ).run()
+    assert subscription.acked == [message.ack_id]
+    assert (stats.applied, stats.retried, stats.nacked) == (1, 6, 0)
 
 
 # --- the lease keeper ---------------------------------------------------------------------------
