@@ -9,7 +9,9 @@ On the same generated data (seed 7), each repeat measures:
 - the raw ceilings: pull + bulk ack with no database, and prepared INSERTs through the driver
   (bench/insert_load.py) from one process and from two, and in the consumers' own UNLOGGED
   batches grouped by replica, with no Pub/Sub, on an empty table;
-- each consumer's CPU seconds (user + system, its workers included) per 10,000 messages;
+- each consumer's CPU seconds (user + system, its workers included) per 10,000 messages, and
+  for the order consumer and the batched ceiling also the Cassandra node(s)' and the emulator's
+  (from /proc, the stack's own processes): where the two cores went;
 - end-to-end latency at a steady publish rate below capacity (publish time to row written and
   acked, measured by the consumer);
 - payments racing 0-30 s ahead of their orders, healed by the DLQ replay (bench/racing.py):
@@ -46,6 +48,7 @@ from google.cloud import pubsub_v1
 from ecom_pipeline.admin import SCHEMA, apply_schema, replication_factor_from
 from ecom_pipeline.cassandra_io import connect_session
 from ecom_pipeline.config import CassandraSettings, PubSubSettings
+from stack.localstack import PUBSUB, cassandra_node
 
 from .racing import race
 
@@ -116,6 +119,36 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes and all their descendants so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in {d for p in pids for d in descendants(p)}:
+        with suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+class StackCpu:
+    """CPU seconds used by the stack's Cassandra node(s) and by the emulator, between two calls
+    of `take`: the processes this project started (their pid files), never looked up by name."""
+
+    def __init__(self) -> None:
+        nodes = int(os.environ.get("CASSANDRA_NODES", "1"))
+        self.nodes = [pid for k in range(1, nodes + 1) if (pid := cassandra_node(k, nodes).pid()) is not None]
+        self.emulator = [pid for pid in [PUBSUB.pid()] if pid is not None]
+        self._last = self._now()
+
+    def _now(self) -> tuple[float, float]:
+        return cpu_seconds(self.nodes), cpu_seconds(self.emulator)
+
+    def take(self) -> tuple[float, float]:
+        """(node CPU seconds, emulator CPU seconds) since the last call (or since built)."""
+        previous, self._last = self._last, self._now()
+        return self._last[0] - previous[0], self._last[1] - previous[1]
+
+
 def run_process(argv: list[str], env: dict[str, str]) -> tuple[str, float, float]:
     """Run a script to completion; its output, its peak resident memory in MiB (summed over its
     worker processes, each at its own peak) and the CPU seconds (user + system) it and its
@@ -159,7 +192,9 @@ def produce(bench: Bench, script: str, topic: str, count: int, *extra: object, r
 def consume(
     bench: Bench, script: str, topic: str, dlq: str, expected: int, workers: int
 ) -> tuple[dict[str, float], float]:
-    """The consumer's final figures, plus `cpu10k` (CPU seconds per 10,000 messages); its RSS."""
+    """The consumer's final figures, plus `cpu10k` (CPU seconds per 10,000 messages) and the
+    node(s)' and emulator's (`node_cpu10k`, `emulator_cpu10k`) over the same run; its RSS."""
+    stack = StackCpu()
     output, rss, cpu = run_process(
         [
             PY,
@@ -178,7 +213,9 @@ def consume(
     figures = final_figures(output)
     if figures["applied"] != expected:
         raise RuntimeError(f"{script} applied {figures['applied']:.0f} of {expected}:\n{output[-2000:]}")
+    node, emulator = stack.take()
     figures["cpu10k"] = cpu / expected * 10_000
+    figures["node_cpu10k"], figures["emulator_cpu10k"] = node / expected * 10_000, emulator / expected * 10_000
     return figures, rss
 
 
@@ -209,11 +246,16 @@ def ceiling_pull_ack(bench: Bench, topic: str, n: int) -> float:
     return received / (time.monotonic() - started)
 
 
-def ceiling_inserts(bench: Bench, n: int, processes: int, concurrency: int, batched: bool = False) -> float:
+def ceiling_inserts(
+    bench: Bench, n: int, processes: int, concurrency: int, batched: bool = False
+) -> tuple[float, float, float]:
     """Prepared INSERTs of n orders through the driver from `processes` processes at once, no
     Pub/Sub: Cassandra's side alone, on an empty table as the consumers had it. `batched`: in
-    the consumers' own UNLOGGED batches grouped by replica, else single statements."""
+    the consumers' own UNLOGGED batches grouped by replica, else single statements. The rate,
+    and CPU seconds per 10,000 rows of the loading processes and of the node(s)."""
     bench.truncate()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    stack = StackCpu()
     share = n // processes
     mode = ["--batched"] if batched else ["--concurrency", str(concurrency)]
     loads = [
@@ -232,8 +274,12 @@ def ceiling_inserts(bench: Bench, n: int, processes: int, concurrency: int, batc
         if load.returncode != 0:
             raise RuntimeError(f"insert load failed:\n{err.decode(errors='replace')[-2000:]}")
         spans.append(json.loads(out.decode().strip().splitlines()[-1]))
+    node, _ = stack.take()
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    loader = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     seconds = max(s["ended"] for s in spans) - min(s["started"] for s in spans)
-    return float(sum(s["rows"] for s in spans) / seconds)
+    rows = sum(s["rows"] for s in spans)
+    return float(rows / seconds), loader / rows * 10_000, node / rows * 10_000
 
 
 def one_repeat(bench: Bench, n: int, baseline_n: int, latency_rate: int, latency_seconds: int) -> dict[str, float]:
@@ -251,6 +297,8 @@ def one_repeat(bench: Bench, n: int, baseline_n: int, latency_rate: int, latency
         )
         figures[f"order_consumer{suffix}_msgs"] = result["rate"]
         figures[f"order_consumer{suffix}_cpu10k"] = result["cpu10k"]
+        figures[f"order_consumer{suffix}_node_cpu10k"] = result["node_cpu10k"]
+        figures[f"order_consumer{suffix}_emulator_cpu10k"] = result["emulator_cpu10k"]
         figures[f"producer_payments{suffix}_msgs"] = produce(
             bench, "payments_data_producer.py", payments, n, "--orphan-every", 0
         )
@@ -275,9 +323,11 @@ def one_repeat(bench: Bench, n: int, baseline_n: int, latency_rate: int, latency
     orders = bench.topic("ceiling")
     produce(bench, "order_data_producer.py", orders, n)
     figures["ceiling_pull_ack_msgs"] = ceiling_pull_ack(bench, orders, n)
-    figures["ceiling_inserts_1p_msgs"] = ceiling_inserts(bench, n, processes=1, concurrency=512)
-    figures["ceiling_inserts_2p_msgs"] = ceiling_inserts(bench, n, processes=2, concurrency=256)
-    figures["ceiling_batched_msgs"] = ceiling_inserts(bench, n, processes=1, concurrency=0, batched=True)
+    figures["ceiling_inserts_1p_msgs"], _, _ = ceiling_inserts(bench, n, processes=1, concurrency=512)
+    figures["ceiling_inserts_2p_msgs"], _, _ = ceiling_inserts(bench, n, processes=2, concurrency=256)
+    figures["ceiling_batched_msgs"], figures["ceiling_batched_cpu10k"], figures["ceiling_batched_node_cpu10k"] = (
+        ceiling_inserts(bench, n, processes=1, concurrency=0, batched=True)
+    )
     figures["ceiling_inserts_msgs"] = max(
         figures["ceiling_inserts_1p_msgs"], figures["ceiling_inserts_2p_msgs"], figures["ceiling_batched_msgs"]
     )
@@ -403,6 +453,8 @@ def report(runs: list[dict[str, float]], n: int, baseline_n: int, latency_rate: 
         f"End-to-end latency of the order consumer at a steady {latency_rate:,} msg/s (publish time to "
         "row written and acked, median of the repeats): " + ", ".join(latency) + ".",
     ]
+    if "order_consumer_node_cpu10k" in median:
+        lines += ["", cpu_paragraph(median)]
     if "racing_p99_s" in median:
         per_repeat = ", ".join(f"{r['racing_p50_s']:.1f}/{r['racing_p99_s']:.1f}" for r in runs)
         lines += [
@@ -421,6 +473,20 @@ def report(runs: list[dict[str, float]], n: int, baseline_n: int, latency_rate: 
         "ratios": ratios,
         "table": "\n".join(lines),
     }
+
+
+def cpu_paragraph(median: dict[str, float]) -> str:
+    """Where the CPU went, per 10,000 orders: the order consumer's drain against the ceiling's."""
+    consumer, node, emulator = (median[f"order_consumer_{k}"] for k in ("cpu10k", "node_cpu10k", "emulator_cpu10k"))
+    loader, ceiling_node = median["ceiling_batched_cpu10k"], median["ceiling_batched_node_cpu10k"]
+    cores = os.cpu_count() or 1
+    total, ceiling_total = consumer + node + emulator, loader + ceiling_node
+    return (
+        f"CPU seconds per 10,000 orders (medians): order consumer draining {consumer:.2f} + Cassandra "
+        f"{node:.2f} + emulator {emulator:.2f} = {total:.2f}, at most {cores / total * 10_000:,.0f} msg/s "
+        f"on {cores} cores were every cycle theirs; batched ceiling: loader {loader:.2f} + Cassandra "
+        f"{ceiling_node:.2f} = {ceiling_total:.2f} (at most {cores / ceiling_total * 10_000:,.0f} rows/s)."
+    )
 
 
 def chart(result: dict[str, object], path: Path) -> None:
