@@ -153,6 +153,7 @@ def run_consumer(
             stop,
             _dead_letter_for(kind),
             lease_tick=lease_tick,
+            leased_for=subscription_deadline,
             metrics=metrics,
             health=health,
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -267,17 +268,19 @@ class SyncPublisher:
 class LeaseKeeper:
     """Keeps the leases of in-flight messages alive while they are processed or retried.
 
-    `hold` extends new messages to `deadline` seconds at once (a pull leases them only for the
-    subscription's own ack deadline), and every `tick` seconds every held message is extended
-    again, so a slow write or a Cassandra outage never lets a message be redelivered to another
-    consumer, while a consumer that dies stops extending and its messages come back within
-    `deadline` seconds. `release` returns only once no extension of those messages is under way,
-    so a message nacked or deferred right after it is never re-extended from a stale snapshot.
+    `hold` sets new messages' lease to `deadline` seconds at once, unless a pull already leases
+    them for exactly that long (`leased_for`, the subscription's own ack deadline: one call less
+    per pull), and every `tick` seconds every held message is extended again, so a slow write or
+    a Cassandra outage never lets a message be redelivered to another consumer, while a consumer
+    that dies stops extending and its messages come back within `deadline` seconds. `release`
+    returns only once no extension of those messages is under way, so a message nacked or
+    deferred right after it is never re-extended from a stale snapshot.
     """
 
-    def __init__(self, subscription: Subscription, deadline: int, tick: float) -> None:
+    def __init__(self, subscription: Subscription, deadline: int, tick: float, *, leased_for: int = 0) -> None:
         self._subscription = subscription
         self._deadline = deadline
+        self._leased_for = leased_for
         self._tick = tick
         self._held: set[str] = set()
         self._extending = threading.Lock()  # held for a snapshot and its extension together
@@ -290,7 +293,9 @@ class LeaseKeeper:
     def hold(self, ack_ids: Sequence[str]) -> None:
         with self._extending:
             self._held.update(ack_ids)
-            self._subscription.modify_deadline(ack_ids, self._deadline)
+            # Longer, too: then a consumer that dies lets its messages go after our deadline.
+            if self._leased_for != self._deadline:
+                self._subscription.modify_deadline(ack_ids, self._deadline)
 
     def release(self, ack_ids: Iterable[str]) -> None:
         with self._extending:
@@ -318,10 +323,11 @@ class LeaseKeeper:
 
 
 class Prefetcher:
-    """Pulls on its own thread, so the next messages are here when the previous ones are written.
+    """Pulls on its own threads, so the next messages are here when the previous ones are written.
 
-    At most `max_buffered` pulled messages wait in memory; the thread pulls again only when
-    there is room. They are leased from the moment they arrive. A pull that fails transiently
+    At most `max_buffered` pulled messages wait in memory; a thread pulls again only when there
+    is room, and `pullers` threads pull at once (each pull is a round trip, and may bring fewer
+    messages than asked). They are leased from the moment they arrive. A pull that fails transiently
     is retried after `retry_delay(attempt)` seconds; any other error is raised by `take`.
     """
 
@@ -335,6 +341,7 @@ class Prefetcher:
         pull_timeout: float,
         retry_delay: Callable[[int], float],
         on_pull: Callable[[bool], None] = lambda ok: None,
+        pullers: int = 1,
     ) -> None:
         self._subscription = subscription
         self._leases = leases
@@ -347,10 +354,18 @@ class Prefetcher:
         self._error: BaseException | None = None
         self._changed = threading.Condition()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="prefetcher", daemon=True)
+        self._reserved = 0  # room promised to pulls under way, so the buffer stays bounded
+        self._threads = [
+            threading.Thread(target=self._run, name=f"prefetcher-{k}", daemon=True) for k in range(pullers)
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
+
+    def buffered(self) -> int:
+        with self._changed:
+            return len(self._buffer)
 
     def take(self, max_messages: int, timeout: float) -> list[Received]:
         """Up to `max_messages` pulled messages; an empty list when none came within `timeout`."""
@@ -367,8 +382,9 @@ class Prefetcher:
         self._stopped.set()
         with self._changed:
             self._changed.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(self._pull_timeout + RPC_TIMEOUT)
+        deadline = time.monotonic() + self._pull_timeout + RPC_TIMEOUT
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         with self._changed:
             left, self._buffer = list(self._buffer), deque()
         return left
@@ -377,31 +393,38 @@ class Prefetcher:
         failures = 0
         while not self._stopped.is_set():
             with self._changed:
-                self._changed.wait_for(lambda: len(self._buffer) < self._max_buffered or self._stopped.is_set())
-                room = self._max_buffered - len(self._buffer)
-            if self._stopped.is_set():
-                return
+                self._changed.wait_for(lambda: self._room() > 0 or self._stopped.is_set())
+                if self._stopped.is_set():
+                    return
+                size = min(self._room(), self._pull_size)
+                self._reserved += size
+            batch: list[Received] = []
             try:
-                batch = self._subscription.pull(min(room, self._pull_size), self._pull_timeout)
+                batch = self._subscription.pull(size, self._pull_timeout)
                 failures = 0
                 self._on_pull(True)
+                if batch:
+                    self._leases.hold([m.ack_id for m in batch])
             except PubSubUnavailable as exc:
                 self._on_pull(False)
                 delay = self._retry_delay(failures)
                 failures += 1
                 log.warning("%s; retrying in %.1f s", exc, delay)
                 self._stopped.wait(delay)
-                continue
             except BaseException as exc:  # e.g. the subscription is gone: `take` raises it
                 with self._changed:
                     self._error = exc
                     self._changed.notify_all()
                 return
-            if batch:
-                self._leases.hold([m.ack_id for m in batch])
+            finally:
                 with self._changed:
+                    self._reserved -= size
                     self._buffer.extend(batch)
                     self._changed.notify_all()
+
+    def _room(self) -> int:
+        """Messages that may still be pulled (the caller holds `_changed`)."""
+        return self._max_buffered - len(self._buffer) - self._reserved
 
 
 def connect_subscriber(settings: PubSubSettings, subscription: str) -> SubscriptionClient:

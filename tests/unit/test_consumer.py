@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -459,6 +460,20 @@ def test_the_keeper_extends_held_messages_every_tick():
     assert all(sorted(ids) == ["a", "b"] and seconds == 60 for ids, seconds in subscription.deadlines)
 
 
+@pytest.mark.parametrize(("leased_for", "extended"), [(0, True), (10, True), (59, True), (60, False), (600, True)])
+def test_arrival_sets_our_deadline_unless_a_pull_leases_for_exactly_that(leased_for, extended):
+    """A pull leases for the subscription's own ack deadline: shorter, it is extended; longer, it
+    is shortened (a consumer that dies lets go after our deadline); the same, no extra call."""
+    subscription = FakeSubscription()
+    keeper = LeaseKeeper(subscription, deadline=60, tick=3600, leased_for=leased_for)
+    keeper.hold(["a", "b"])
+    assert subscription.deadlines == ([(("a", "b"), 60)] if extended else [])
+    assert keeper.held() == {"a", "b"}
+    keeper.extend_all()  # the keeper's rounds extend them either way
+    ids, seconds = subscription.deadlines[-1]
+    assert (sorted(ids), seconds) == (["a", "b"], 60)
+
+
 def test_a_release_waits_for_an_extension_under_way_so_a_nack_is_never_undone():
     """The keeper's snapshot was taken before the release: without the lock, its extension could
     land after the nack and lease the message again for a whole deadline."""
@@ -515,6 +530,36 @@ def test_the_prefetcher_leases_what_it_pulls_and_keeps_at_most_max_buffered():
     assert 1 <= len(first) <= 4 and len(first) + len(left) <= 4 + 3
     assert keeper.held() >= {m.ack_id for m in first + left}
     assert all(seconds == 45 for _, seconds in subscription.deadlines)
+
+
+def test_the_prefetcher_pulls_on_two_threads_at_once_and_still_buffers_at_most_max_buffered():
+    """Each pull is a round trip (and Pub/Sub may return fewer than asked): two at once keep
+    the buffer fuller, so the batch workers take fuller batches."""
+    meeting = threading.Barrier(2, timeout=5)
+    first_pulls = threading.Semaphore(2)
+    most = [0]
+
+    class Meeting(FakeSubscription):
+        def pull(self, max_messages: int, timeout: float) -> list[Received]:
+            if first_pulls.acquire(blocking=False):  # the first two pulls meet inside
+                with suppress(threading.BrokenBarrierError):
+                    meeting.wait()  # breaks after 5 s if the other pull never comes
+            return super().pull(max_messages, timeout)
+
+    subscription = Meeting(to_pull=messages(40))
+    keeper = LeaseKeeper(subscription, deadline=60, tick=3600)
+    prefetcher = Prefetcher(
+        subscription, keeper, pull_size=3, max_buffered=4, pull_timeout=0.01, retry_delay=lambda _: 0.0, pullers=2
+    )
+    prefetcher.start()
+    taken: list[Received] = []
+    while len(taken) < 40:
+        most[0] = max(most[0], prefetcher.buffered())
+        taken += prefetcher.take(1, timeout=5)
+    assert prefetcher.stop() == []
+    assert not meeting.broken
+    assert sorted(m.message_id for m in taken) == sorted(m.message_id for m in messages(40))
+    assert most[0] <= 4
 
 
 def test_the_prefetcher_retries_an_unavailable_pull_and_raises_a_fatal_one():
