@@ -45,6 +45,7 @@ __all__ = [
     "estimated_size",
     "plan_batches",
     "row_errors",
+    "rows_per_batch",
     "translate_error",
     "unmeetable_consistency",
 ]
@@ -56,14 +57,16 @@ INSERT_ORDER = (
     " USING TIMESTAMP ?"
 )
 CONCURRENCY = 512  # single statements in flight per call (reads; rows of a refused batch)
-# Writes go in UNLOGGED batches of rows that share their replicas (as cqlsh COPY and DSBulk do),
-# MAX_BATCH_ROWS at most, BATCH_CONCURRENCY in flight per call: fewer requests per row leave more
-# of the CPU to the node. Calls overlap (`--batches-in-flight`), so full batches keep the node
-# busy; a call alone was once spread over smaller batches for that (1,000 rows, rows per batch /
-# in flight: 1/512: 7,000-7,500 rows/s; 5/256: 8,700-9,100; 20/64: 5,300), but with calls
-# overlapping, full batches cost the node less CPU per row. Measured here, order consumer with
-# 3-4 calls in flight, 50,000 orders: 5 rows a batch 6,300-8,200 msg/s (node 1.2-1.6 CPU-seconds
-# per 10,000 rows), 20 rows a batch 8,600-10,100 (0.9-1.1).
+# Writes go in UNLOGGED batches of rows that share their replicas (as cqlsh COPY and DSBulk do):
+# fewer requests per row leave more of the CPU to the node. A call's rows are spread over about
+# SPREAD_BATCHES batches (1,000 rows: 20 a batch), at most MAX_BATCH_ROWS each, BATCH_CONCURRENCY
+# in flight, and a light load writes row by row. One call alone kept the node busiest with small
+# batches (1,000 rows, rows per batch / in flight: 1/512: 7,000-7,500 rows/s; 5/256: 8,700-9,100;
+# 20/64: 5,300), but the consumers overlap their calls (`--batches-in-flight`), which keeps the
+# node busy, and there full batches cost the node less CPU per row. Measured here, order consumer
+# with 3 calls in flight, 50,000 orders: 5 rows a batch 6,300-8,200 msg/s (node 1.2-1.6
+# CPU-seconds per 10,000 rows), 20 rows a batch 8,600-9,600 msg/s (1.0-1.1).
+SPREAD_BATCHES = 50
 MAX_BATCH_ROWS = 20
 MAX_BATCH_BYTES = 4608  # estimated; 512 bytes under Cassandra's batch_size_warn_threshold (5 KiB)
 # Bytes per value besides the value itself, as Cassandra's batch size check counted them here:
@@ -166,6 +169,11 @@ def estimated_size(values: Sequence[object]) -> int:
         for value in values
         if value is not None
     )
+
+
+def rows_per_batch(rows: int) -> int:
+    """How many rows a batch of this call holds: enough batches to keep the node busy."""
+    return max(1, min(MAX_BATCH_ROWS, -(-rows // SPREAD_BATCHES)))
 
 
 def plan_batches(keys: Sequence[Hashable], sizes: Sequence[int], *, max_rows: int, max_bytes: int) -> list[list[int]]:
@@ -296,7 +304,7 @@ class FactStore:
         batches = plan_batches(
             [self._replicas(b.routing_key) for b in bound],
             [estimated_size(row) for row in parameters],
-            max_rows=MAX_BATCH_ROWS,
+            max_rows=rows_per_batch(len(bound)),
             max_bytes=MAX_BATCH_BYTES,
         )
         results = execute_concurrent(

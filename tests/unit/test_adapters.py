@@ -30,6 +30,7 @@ from ecom_pipeline.cassandra_io import (
     estimated_size,
     plan_batches,
     row_errors,
+    rows_per_batch,
     unmeetable_consistency,
 )
 from ecom_pipeline.errors import FatalError, FatalStoreError, StoreError, TransientStoreError
@@ -251,3 +252,8 @@ def test_a_batch_refused_for_good_is_split_and_the_others_keep_their_outcome():
     errors, one_by_one = row_errors(batches, [None, refused, refused, down, lost], rows=9)
     assert one_by_one == [2, 3]  # only a batch of several rows refused for good is split
     assert errors == [None, None, None, None, refused, down, down, lost, lost]
+
+
+@pytest.mark.parametrize(("rows", "per_batch"), [(1, 1), (50, 1), (51, 2), (300, 6), (1000, 20), (50_000, 20)])
+def test_a_call_is_spread_over_enough_batches_to_keep_the_node_busy(rows, per_batch):
+    assert rows_per_batch(rows) == per_batch
