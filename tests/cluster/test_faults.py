@@ -90,20 +90,24 @@ def last_applied(consumer: Script) -> int:
 def test_a_node_killed_mid_stream_loses_nothing_and_comes_back_consistent(
     run_script, topics: Topics, cql: Session, first_id: int, stack_env: dict[str, str], restore_nodes: None
 ) -> None:
-    orders_total, payments_total = 20_000, 10_000
+    orders_total, payments_total = 40_000, 10_000
     args = ("--stats-interval", 1, "--batch-size", 200)
     orders = run_script("order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ, *args))
     # The orders the payments pay are written first: nothing may be dead-lettered in this test.
     topics.publish_json(ORDERS, [order(first_id + i) for i in range(payments_total)])
     wait_for(lambda: safely(lambda: counts(cql, first_id, payments_total)[0] == payments_total), 300, "10,000 orders")
-    # Now both consumers drain at once: 10,000 more orders, and 10,000 payments.
-    topics.publish_json(ORDERS, [order(first_id + i) for i in range(payments_total, orders_total)])
-    topics.publish_json(PAYMENTS, [payment(first_id + i) for i in range(payments_total)])
     payments = run_script("ingest_in_fact_table.py", *consumer_args(topics, PAYMENTS, PAYMENTS_DLQ, *args))
+    wait_for(lambda: "consuming" in payments.output(), 120, "the payment consumer to start")
+    # Now both consumers drain at once: 30,000 more orders, and 10,000 payments.
+    topics.publish_json(PAYMENTS, [payment(first_id + i) for i in range(payments_total)])
+    topics.publish_json(ORDERS, [order(first_id + i) for i in range(payments_total, orders_total)])
     wait_for(lambda: last_applied(payments) > 0 and last_applied(orders) > payments_total, 120, "both applying")
 
     killed_at = time.time() % 86_400
     kill_node(2)
+    # The test's premise: both were still draining when the node went (else nothing resumed).
+    drains = ((orders, orders_total), (payments, payments_total))
+    assert all(last_applied(consumer) < total for consumer, total in drains), "a drain ended before the kill"
     wait_for(
         lambda: safely(lambda: counts(cql, first_id, orders_total) == (orders_total, payments_total)),
         600,
