@@ -387,8 +387,8 @@ class Consumer:
             for _, reason in dead_lettered:
                 self._metrics.count("dead_lettered")
                 self._metrics.dead_lettered(reason.code)
-        if self._metrics is not None and applied:
-            self._metrics.applied(latencies)
+            if applied:
+                self._metrics.applied(latencies)
 
     def _defer(self, messages: list[Received], seconds: int) -> None:
         ack_ids = [m.ack_id for m in messages]
@@ -421,8 +421,6 @@ class Consumer:
                 self._rounds[worker] = time.monotonic()
                 oldest = min(self._rounds.values())
             self._health.round(at=oldest)
-        if self._metrics is not None:
-            self._metrics.in_flight.set(len(self._leases.held()))
         if self._metrics is not None:
             self._metrics.in_flight.set(len(self._leases.held()))
 
