@@ -149,11 +149,17 @@ class StackCpu:
         return self._last[0] - previous[0], self._last[1] - previous[1]
 
 
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's children that have ended (and been waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_process(argv: list[str], env: dict[str, str]) -> tuple[str, float, float]:
     """Run a script to completion; its output, its peak resident memory in MiB (summed over its
     worker processes, each at its own peak) and the CPU seconds (user + system) it and its
     workers used."""
-    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = children_cpu()
     with tempfile.TemporaryFile() as log_file:
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         peaks: dict[int, int] = {}
@@ -167,8 +173,7 @@ def run_process(argv: list[str], env: dict[str, str]) -> tuple[str, float, float
         log_file.seek(0)
         output = log_file.read().decode(errors="replace")
     peak_kib = sum(peaks.values())
-    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # this child and what it reaped
-    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    cpu = children_cpu() - cpu_before  # this child and what it reaped
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[1:3])} failed ({process.returncode}):\n{output[-2000:]}")
     return output, peak_kib / 1024, cpu
@@ -265,7 +270,7 @@ def ceiling_inserts(
     the consumers' own UNLOGGED batches grouped by replica, else single statements. The rate,
     and CPU seconds per 10,000 rows of the loading processes and of the node(s)."""
     bench.truncate()
-    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = children_cpu()
     stack = StackCpu()
     share = n // processes
     mode = ["--batched"] if batched else ["--concurrency", str(concurrency)]
@@ -286,8 +291,7 @@ def ceiling_inserts(
             raise RuntimeError(f"insert load failed:\n{err.decode(errors='replace')[-2000:]}")
         spans.append(json.loads(out.decode().strip().splitlines()[-1]))
     node, _ = stack.take()
-    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    loader = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    loader = children_cpu() - cpu_before
     seconds = max(s["ended"] for s in spans) - min(s["started"] for s in spans)
     rows = sum(s["rows"] for s in spans)
     return float(rows / seconds), loader / rows * 10_000, node / rows * 10_000

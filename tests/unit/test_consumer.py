@@ -537,7 +537,6 @@ def test_the_prefetcher_pulls_on_two_threads_at_once_and_still_buffers_at_most_m
     the buffer fuller, so the batch workers take fuller batches."""
     meeting = threading.Barrier(2, timeout=5)
     first_pulls = threading.Semaphore(2)
-    most = [0]
 
     class Meeting(FakeSubscription):
         def pull(self, max_messages: int, timeout: float) -> list[Received]:
@@ -553,13 +552,14 @@ def test_the_prefetcher_pulls_on_two_threads_at_once_and_still_buffers_at_most_m
     )
     prefetcher.start()
     taken: list[Received] = []
+    most = 0
     while len(taken) < 40:
-        most[0] = max(most[0], prefetcher.buffered())
+        most = max(most, prefetcher.buffered())
         taken += prefetcher.take(1, timeout=5)
     assert prefetcher.stop() == []
     assert not meeting.broken
     assert sorted(m.message_id for m in taken) == sorted(m.message_id for m in messages(40))
-    assert most[0] <= 4
+    assert most <= 4
 
 
 def test_the_prefetcher_retries_an_unavailable_pull_and_raises_a_fatal_one():
