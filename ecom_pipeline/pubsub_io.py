@@ -6,7 +6,8 @@ here: `PubSubUnavailable` (wait and retry) or `FatalError` (stop: nothing will w
 person changes something).
 
 Consumers use synchronous `pull` of up to a thousand messages and one bulk `acknowledge`,
-measured about ten times faster here than the streaming `subscribe()` callback path. A
+measured about ten times faster here than the streaming `subscribe()` callback path (the
+emulator also sends a stream at most 100 messages every 50 ms, its `StreamingPullPusher`). A
 `Prefetcher` thread pulls the next messages while the previous ones are being written, into a
 buffer of bounded size; `LeaseKeeper` keeps the leases of everything pulled and not yet settled.
 Dead letters go out through the raw Publish call, so a message's attributes are passed as data
