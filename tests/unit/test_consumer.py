@@ -418,6 +418,9 @@ def test_a_second_signal_while_waiting_for_a_batch_hands_everything_back():
         release.wait(5)
 
     loop = consumer(subscription, ScriptedHandler(on_call=blocked_write), stop=stop, batch_size=2, exit_after_idle=None)
+    # Python raises KeyboardInterrupt on SIGINT only if its parent did not ignore SIGINT, and a
+    # shell ignores it for what it starts in the background: install that handler here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             loop.run()
@@ -427,6 +430,7 @@ def test_a_second_signal_while_waiting_for_a_batch_hands_everything_back():
         assert loop._leases.held() == set()
     finally:
         release.set()
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_the_idle_exit_waits_for_a_batch_still_being_retried():
