@@ -233,10 +233,20 @@ def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def metrics_port(flag: int | None, environ: Mapping[str, str]) -> int | None:
-    """The flag, else METRICS_PORT (a `ValueError` naming it when it is not a port), else None."""
-    if flag is not None:
-        return flag
-    return optional_integer(environ, "METRICS_PORT", low=1, high=65535, noun="a port")
+    """The flag, else METRICS_PORT (a `ValueError` naming it when it is not a port), else None.
+
+    With a port, PROMETHEUS_MULTIPROC_DIR, when set, must be a directory: prometheus_client then
+    keeps every series in files there (its multiprocess mode), fails on the first one if it is
+    missing, and writes them into the working directory if it is empty.
+    """
+    port = flag if flag is not None else optional_integer(environ, "METRICS_PORT", low=1, high=65535, noun="a port")
+    directory = environ.get(MULTIPROCESS_DIR)
+    if port is not None and directory is not None and not os.path.isdir(directory):
+        raise ValueError(
+            f"{MULTIPROCESS_DIR}={directory} is not a directory (prometheus_client keeps its series there; "
+            "create it, or unset it for a single process)"
+        )
+    return port
 
 
 def consumer_options(kind: Kind, args: argparse.Namespace) -> ConsumerOptions:

@@ -192,6 +192,23 @@ def test_a_non_numeric_port_names_the_variable(run_script, topics: Topics) -> No
     assert "Traceback" not in consumer.output()
 
 
+def test_a_multiprocess_metrics_dir_that_does_not_exist_names_the_variable(
+    run_script, topics: Topics, tmp_path: Path
+) -> None:
+    missing = tmp_path / "metrics"
+    consumer = run_script(
+        "order_data_consumer.py",
+        *consumer_args(topics, ORDERS, ORDERS_DLQ),
+        "--metrics-port",
+        "9100",
+        env={"PROMETHEUS_MULTIPROC_DIR": str(missing)},
+    )
+    assert consumer.wait(30) == 1
+    [line] = error_lines(consumer.output())
+    assert f"PROMETHEUS_MULTIPROC_DIR={missing} is not a directory" in line
+    assert "Traceback" not in consumer.output()
+
+
 def test_an_unreachable_cassandra_gives_one_line_per_retry_and_sigterm_still_exits_0(
     run_script, topics: Topics
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -116,6 +117,24 @@ def test_the_metrics_port_is_the_flag_else_metrics_port(flag, environ, port):
 def test_a_bad_metrics_port_variable_names_itself(text):
     with pytest.raises(ValueError, match="METRICS_PORT must be a port from 1 to 65535"):
         cli.metrics_port(None, {"METRICS_PORT": text})
+
+
+@pytest.mark.parametrize("kind", ["missing", "a file", "empty"])
+def test_a_multiprocess_dir_that_is_not_a_directory_names_itself(tmp_path, kind):
+    """prometheus_client's own variable, inherited or mistyped: one line that names it, instead
+    of its FileNotFoundError for a counter file when the first series is made (or, set but
+    empty, its files written into the working directory)."""
+    path = tmp_path / "metrics"
+    if kind == "a file":
+        path.write_text("")
+    value = "" if kind == "empty" else str(path)
+    with pytest.raises(ValueError, match=f"PROMETHEUS_MULTIPROC_DIR={re.escape(value)} is not a directory"):
+        cli.metrics_port(9100, {"PROMETHEUS_MULTIPROC_DIR": value})
+
+
+def test_a_multiprocess_dir_matters_only_with_metrics(tmp_path):
+    assert cli.metrics_port(None, {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing")}) is None
+    assert cli.metrics_port(9100, {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}) == 9100
 
 
 def test_zero_is_not_a_metrics_port(capsys):
