@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cassandra import (
@@ -47,6 +47,7 @@ __all__ = [
     "row_errors",
     "rows_per_batch",
     "translate_error",
+    "unknown_data_centre",
     "unmeetable_consistency",
 ]
 
@@ -112,10 +113,21 @@ def translate_error(exc: BaseException) -> StoreError:
 
 def _only_refused_logins(exc: BaseException) -> bool:
     """Every node answered, and refused our credentials or failed our certificate check: not an
-    outage, and no retry will change it."""
+    outage, and no retry will change it. (A session that opened no pool lists only its hosts.)"""
     errors = getattr(exc, "errors", None) if isinstance(exc, NoHostAvailable) else None
     refusals = (AuthenticationFailed, ssl.SSLCertVerificationError)
-    return bool(errors) and all(isinstance(e, refusals) for e in dict(errors or {}).values())
+    return isinstance(errors, dict) and bool(errors) and all(isinstance(e, refusals) for e in errors.values())
+
+
+def unknown_data_centre(local_dc: str | None, data_centres: Collection[str]) -> str | None:
+    """Why CASSANDRA_LOCAL_DC can never work, or None: the cluster is known and no node is in it.
+    (The driver then ignores every node and only says it could not connect to any.)"""
+    if local_dc is None or not data_centres or local_dc in data_centres:
+        return None
+    return (
+        f"CASSANDRA_LOCAL_DC={local_dc}: no node of the cluster is in it "
+        f"(its data centres: {', '.join(sorted(data_centres))})"
+    )
 
 
 def _replicas(factor: str) -> int:
@@ -393,7 +405,11 @@ def connect_session(settings: CassandraSettings, keyspace: str | None) -> tuple[
     try:
         return cluster, cluster.connect(keyspace)
     except Exception as exc:
+        known = {host.datacenter for host in cluster.metadata.all_hosts() if host.datacenter}
         cluster.shutdown()
+        problem = unknown_data_centre(settings.local_dc, known)
+        if problem:
+            raise FatalStoreError(problem) from exc
         raise translate_error(exc) from exc
 
 

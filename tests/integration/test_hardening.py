@@ -85,6 +85,16 @@ def test_a_consistency_level_the_keyspace_can_never_meet_is_refused_at_start(run
     assert "Traceback" not in consumer.output()
 
 
+def test_a_mistyped_local_data_centre_is_refused_at_start_with_one_line(run_script, topics: Topics) -> None:
+    consumer = run_script(
+        "order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ), env={"CASSANDRA_LOCAL_DC": "datacentre1"}
+    )
+    assert consumer.wait(60) == 1, consumer.output()
+    [line] = error_lines(consumer.output())
+    assert "CASSANDRA_LOCAL_DC=datacentre1: no node of the cluster is in it" in line
+    assert "Traceback" not in consumer.output()
+
+
 def test_a_dead_letter_topic_deleted_at_run_time_stops_the_consumer_and_hands_the_message_back(
     run_script, topics: Topics, cql: Session, first_id: int
 ) -> None:

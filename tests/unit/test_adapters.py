@@ -31,6 +31,7 @@ from ecom_pipeline.cassandra_io import (
     plan_batches,
     row_errors,
     rows_per_batch,
+    unknown_data_centre,
     unmeetable_consistency,
 )
 from ecom_pipeline.errors import FatalError, FatalStoreError, StoreError, TransientStoreError
@@ -44,6 +45,8 @@ TRANSIENT = [
     ReadTimeout("timed out"),
     OperationTimedOut("client timeout"),
     NoHostAvailable("Unable to connect to any servers", {"127.0.0.1:9042": ConnectionRefusedError(111, "refused")}),
+    # The session's own start: no pool opened; the driver lists the hosts instead of their errors.
+    NoHostAvailable("Unable to connect to any servers", ["127.0.0.1"]),
     ConnectionException("connection lost"),
     ConnectionRefusedError(111, "refused"),
     OverloadedErrorMessage(0x1001, "overloaded", {}),
@@ -129,6 +132,28 @@ def test_unmeetable_consistency(consistency, replication, local_dc, reads, probl
         assert found is None
     else:
         assert found is not None and problem in found and f"CASSANDRA_CONSISTENCY={consistency}" in found
+
+
+# --- unknown_data_centre ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("local_dc", "data_centres", "problem"),
+    [
+        (None, {"datacenter1"}, None),
+        ("datacenter1", {"datacenter1"}, None),
+        ("dc2", {"dc1", "dc2"}, None),
+        ("dc2", set(), None),  # nothing known of the cluster yet: an outage, not a typo
+        ("datacentre1", {"datacenter1"}, "CASSANDRA_LOCAL_DC=datacentre1: no node of the cluster is in it"),
+        ("DC1", {"dc2", "dc1"}, "(its data centres: dc1, dc2)"),
+    ],
+)
+def test_unknown_data_centre(local_dc, data_centres, problem):
+    found = unknown_data_centre(local_dc, data_centres)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
 
 
 # --- pubsub_io.translate_error ------------------------------------------------------------------
