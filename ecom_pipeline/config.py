@@ -19,6 +19,7 @@ __all__ = [
     "ConsumerSettings",
     "PubSubSettings",
     "TlsSettings",
+    "emulator_host",
     "optional_integer",
     "subscription_for",
 ]
@@ -64,6 +65,18 @@ def subscription_for(topic: str) -> str:
     return f"{topic}-sub"
 
 
+def emulator_host(text: str) -> str | None:
+    """PUBSUB_EMULATOR_HOST as host:port, None when unset; a `ValueError` naming it otherwise
+    (gRPC would wait for ever: on port 443 without a port, on a name lookup with a scheme)."""
+    text = text.strip()
+    if not text:
+        return None
+    host, _, port = text.rpartition(":")
+    if not host or "/" in host or any(c.isspace() for c in host) or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"PUBSUB_EMULATOR_HOST must be host:port (e.g. 127.0.0.1:8085), not {text!r}")
+    return text
+
+
 @dataclass(frozen=True)
 class PubSubSettings:
     """Where Pub/Sub is. With `emulator_host` unset the client uses real Google Cloud and ADC."""
@@ -76,7 +89,7 @@ class PubSubSettings:
         project = environ.get("GOOGLE_CLOUD_PROJECT", "").strip()
         if not project:
             raise ValueError("GOOGLE_CLOUD_PROJECT is not set (use ecom-local with the emulator)")
-        return cls(project=project, emulator_host=environ.get("PUBSUB_EMULATOR_HOST") or None)
+        return cls(project=project, emulator_host=emulator_host(environ.get("PUBSUB_EMULATOR_HOST", "")))
 
     def topic_path(self, topic: str) -> str:
         return f"projects/{self.project}/topics/{topic}"

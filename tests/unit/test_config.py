@@ -148,6 +148,25 @@ def test_without_an_emulator_host_the_real_service_is_used():
     assert PubSubSettings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "PUBSUB_EMULATOR_HOST": ""}).emulator_host is None
 
 
+@pytest.mark.parametrize(
+    ("text", "host"),
+    [("localhost:8085", "localhost:8085"), (" 127.0.0.1:8085 ", "127.0.0.1:8085"), ("[::1]:8085", "[::1]:8085")],
+)
+def test_an_emulator_host_is_host_and_port(text, host):
+    assert PubSubSettings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "PUBSUB_EMULATOR_HOST": text}).emulator_host == host
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["localhost", "http://127.0.0.1:8085", "127.0.0.1:8085/", "127.0.0.1:99999", "127.0.0.1:0", ":8085", "a b:1"],
+)
+def test_a_mistyped_emulator_host_names_the_variable(text):
+    """Otherwise the client waits for ever: port 443 without a port, a failed name lookup with a
+    scheme, 99999 taken as 34463."""
+    with pytest.raises(ValueError, match=r"PUBSUB_EMULATOR_HOST must be host:port \(e\.g\. 127\.0\.0\.1:8085\)"):
+        PubSubSettings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "PUBSUB_EMULATOR_HOST": text})
+
+
 def test_resource_paths_name_the_project():
     settings = PubSubSettings(project="ecom-local")
     assert settings.topic_path("orders_data") == "projects/ecom-local/topics/orders_data"
