@@ -68,8 +68,13 @@ class Endpoints:
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str]) -> Endpoints:
         cassandra_host = environ.get("CASSANDRA_HOSTS", "127.0.0.1").split(",")[0].strip()
-        pubsub = environ.get("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085")
+        pubsub = environ.get("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085").strip()
         pubsub_host, _, pubsub_port = pubsub.rpartition(":")
+        if not pubsub_host or not pubsub_port.isdigit():
+            raise SystemExit(f"PUBSUB_EMULATOR_HOST must be host:port (e.g. 127.0.0.1:8085), not {pubsub!r}")
+        cassandra_port = environ.get("CASSANDRA_PORT", "9042").strip()
+        if not cassandra_port.isdigit():
+            raise SystemExit(f"CASSANDRA_PORT must be a port number, not {cassandra_port!r}")
         nodes = environ.get("CASSANDRA_NODES", "1").strip() or "1"
         if not nodes.isdigit() or not 1 <= int(nodes) <= MAX_NODES:
             raise SystemExit(f"CASSANDRA_NODES must be a number of nodes from 1 to {MAX_NODES}, not {nodes!r}")
@@ -80,7 +85,7 @@ class Endpoints:
             raise SystemExit("CASSANDRA_SECURE=1 starts one secured node; leave CASSANDRA_NODES unset")
         return cls(
             cassandra_host=cassandra_host,
-            cassandra_port=int(environ.get("CASSANDRA_PORT", "9042")),
+            cassandra_port=int(cassandra_port),
             pubsub_host=pubsub_host,
             pubsub_port=int(pubsub_port),
             project=environ.get("GOOGLE_CLOUD_PROJECT", "ecom-local"),

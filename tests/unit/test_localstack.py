@@ -31,6 +31,15 @@ def test_a_bad_node_count_is_refused_with_its_name(nodes):
         Endpoints.from_env({"CASSANDRA_NODES": nodes})
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PUBSUB_EMULATOR_HOST", "localhost"), ("PUBSUB_EMULATOR_HOST", "127.0.0.1:80x"), ("CASSANDRA_PORT", "abc")],
+)
+def test_a_mistyped_address_is_refused_with_its_name(name, value):
+    with pytest.raises(SystemExit, match=f"{name} must be"):
+        Endpoints.from_env({name: value})
+
+
 def test_a_cluster_node_listens_on_its_own_address_with_periodic_sync():
     yaml = cluster_yaml((ROOT / "stack" / "cassandra.yaml").read_text(), "127.0.0.2")
     assert "listen_address: 127.0.0.2\n" in yaml and "rpc_address: 127.0.0.2\n" in yaml
