@@ -23,6 +23,7 @@ from cassandra import (
     Timeout,
     Unauthorized,
     Unavailable,
+    UnresolvableContactPoints,
 )
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
@@ -401,7 +402,10 @@ def _ssl_context(tls: TlsSettings) -> ssl.SSLContext:
 
 def connect_session(settings: CassandraSettings, keyspace: str | None) -> tuple[Cluster, Session]:
     """A plain session (for set-up and audits); the caller shuts the cluster down."""
-    cluster = _cluster(settings)
+    try:
+        cluster = _cluster(settings)
+    except UnresolvableContactPoints as exc:  # DNS may answer later: wait, as for a node that is down
+        raise TransientStoreError(f"no address for any of CASSANDRA_HOSTS: {', '.join(settings.hosts)}") from exc
     try:
         return cluster, cluster.connect(keyspace)
     except Exception as exc:

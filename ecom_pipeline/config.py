@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ ORDERS_DLQ_TOPIC = "dlq_orders_data"
 PAYMENTS_DLQ_TOPIC = "dlq_payments_data"
 
 _KEYSPACE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
 _CONSISTENCY_LEVELS = {"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"}
 
 
@@ -98,6 +100,16 @@ class PubSubSettings:
         return f"projects/{self.project}/subscriptions/{subscription}"
 
 
+def _is_host(text: str) -> bool:
+    """An IP address, or a host name: labels of letters, digits, '-' or '_' joined by dots (the
+    driver would wait on 'node-1:9042' as a name, and fail on 'a..b' with a traceback)."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return all(_HOST_LABEL.fullmatch(label) for label in text.split("."))
+
+
 @dataclass(frozen=True)
 class CassandraSettings:
     """How to reach the cluster. The password is a SecretStr: printing settings never shows it."""
@@ -121,6 +133,12 @@ class CassandraSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> CassandraSettings:
         hosts = tuple(h.strip() for h in environ.get("CASSANDRA_HOSTS", "127.0.0.1").split(",") if h.strip())
+        for host in hosts:
+            if not _is_host(host):
+                raise ValueError(
+                    "CASSANDRA_HOSTS must be host names or addresses separated by commas "
+                    f"(the port goes in CASSANDRA_PORT), not {host!r}"
+                )
         password = environ.get("CASSANDRA_PASSWORD")
         return cls(
             hosts=hosts or ("127.0.0.1",),

@@ -3,6 +3,7 @@ level can ever be met, how dead letters are split into Publish requests. No serv
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 
 import pytest
@@ -34,6 +35,7 @@ from ecom_pipeline.cassandra_io import (
     unknown_data_centre,
     unmeetable_consistency,
 )
+from ecom_pipeline.config import CassandraSettings
 from ecom_pipeline.errors import FatalError, FatalStoreError, StoreError, TransientStoreError
 from ecom_pipeline.pubsub_io import PubSubUnavailable, SyncPublisher, publish_chunks
 
@@ -132,6 +134,17 @@ def test_unmeetable_consistency(consistency, replication, local_dc, reads, probl
         assert found is None
     else:
         assert found is not None and problem in found and f"CASSANDRA_CONSISTENCY={consistency}" in found
+
+
+def test_host_names_that_resolve_to_nothing_are_an_outage_that_names_the_variable(monkeypatch):
+    """DNS may answer later (a node's name not yet published): wait, and say which names failed."""
+
+    def no_address(*_args: object, **_kwargs: object) -> object:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_address)
+    with pytest.raises(TransientStoreError, match="no address for any of CASSANDRA_HOSTS: node-1, node-2"):
+        cassandra_io.connect_session(CassandraSettings(hosts=("node-1", "node-2")), None)
 
 
 # --- unknown_data_centre ------------------------------------------------------------------------

@@ -129,6 +129,19 @@ def test_printing_the_settings_never_shows_the_password():
     assert "pipeline" in repr(settings)  # the rest is still readable
 
 
+@pytest.mark.parametrize(
+    "hosts", ["::1", "cassandra-0.cassandra.db.svc.cluster.local", "cassandra_1", "10.0.0.1,fe80::1"]
+)
+def test_host_names_and_addresses_are_hosts(hosts):
+    assert CassandraSettings.from_env({"CASSANDRA_HOSTS": hosts}).hosts == tuple(hosts.split(","))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:9042", "node-1:9042", "a..b", "bad host", "http://node-1", "node-1/"])
+def test_a_host_with_a_port_or_not_a_name_names_the_variable(host):
+    with pytest.raises(ValueError, match=rf"CASSANDRA_HOSTS must be host names or addresses .*, not '{host}'"):
+        CassandraSettings.from_env({"CASSANDRA_HOSTS": f"10.0.0.1,{host}"})
+
+
 # --- PubSubSettings -----------------------------------------------------------------------------
 
 
