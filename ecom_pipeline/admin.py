@@ -132,8 +132,14 @@ def schema_statements(keyspace: str, schema: str) -> list[str]:
     return [re.sub(r"\becom_store\b", keyspace, s) for s in statements]
 
 
-def replication_statement(keyspace: str, factor: int, data_centre: str) -> str:
-    """The keyspace at `factor` replicas in the cluster's data centre (NetworkTopologyStrategy)."""
+def replication_statement(keyspace: str, factor: int, data_centre: str, *, nodes: int) -> str:
+    """The keyspace at `factor` replicas in the cluster's data centre (NetworkTopologyStrategy);
+    a `ValueError` when the data centre has fewer `nodes` than that."""
+    if factor > nodes:
+        raise ValueError(
+            f"CASSANDRA_REPLICATION_FACTOR={factor} is more than the {nodes} nodes in {data_centre}: "
+            "no write at LOCAL_QUORUM could ever succeed"
+        )
     return (
         f"ALTER KEYSPACE {keyspace} WITH replication = "
         f"{{'class': 'NetworkTopologyStrategy', '{data_centre}': {factor}}}"
@@ -149,7 +155,9 @@ def apply_schema(settings: CassandraSettings, schema: str, replication_factor: i
             session.execute(statement, timeout=60)
         if replication_factor is not None:
             data_centre = session.execute("SELECT data_center FROM system.local").one().data_center
-            session.execute(replication_statement(settings.keyspace, replication_factor, data_centre), timeout=60)
+            nodes = sum(host.datacenter == data_centre for host in cluster.metadata.all_hosts())
+            statement = replication_statement(settings.keyspace, replication_factor, data_centre, nodes=nodes)
+            session.execute(statement, timeout=60)
             log.info("keyspace %s: %d replicas in %s", settings.keyspace, replication_factor, data_centre)
         log.info("schema applied to keyspace %s", settings.keyspace)
     finally:

@@ -88,3 +88,26 @@ def test_setup_twice_leaves_exactly_the_designed_topics_subscriptions_and_column
     assert {name: kind_type[0] for name, kind_type in rows.items()} == EXPECTED_COLUMNS
     assert rows["order_id"][1] == "partition_key"
     subscriber.close()
+
+
+def test_setup_refuses_more_replicas_than_the_data_centre_has_nodes(stack_env: dict[str, str], cql: Session) -> None:
+    keyspace = f"rf_check_{uuid.uuid4().hex[:8]}"
+    env = {**stack_env, "CASSANDRA_KEYSPACE": keyspace, "CASSANDRA_REPLICATION_FACTOR": "2"}
+    try:
+        done = subprocess.run(
+            [PYTHON, "-m", "ecom_pipeline.admin", "setup"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 1, done.stderr
+        [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
+        assert "CASSANDRA_REPLICATION_FACTOR=2 is more than the 1 nodes in datacenter1" in line
+        replication = cql.execute(
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", (keyspace,)
+        ).one()
+        assert replication is not None and replication.replication["replication_factor"] == "1"  # schema.cql's
+    finally:
+        cql.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)

@@ -137,9 +137,16 @@ def test_the_dlq_subscriptions_have_no_dead_letter_policy_of_their_own():
 
 
 def test_three_replicas_in_the_clusters_data_centre():
-    assert replication_statement("ecom_store", 3, "datacenter1") == (
+    assert replication_statement("ecom_store", 3, "datacenter1", nodes=3) == (
         "ALTER KEYSPACE ecom_store WITH replication = {'class': 'NetworkTopologyStrategy', 'datacenter1': 3}"
     )
+
+
+def test_more_replicas_than_nodes_is_refused():
+    """Cassandra takes it (with a warning); then no write at LOCAL_QUORUM ever has its replicas,
+    and the consumers would wait for nodes that do not exist."""
+    with pytest.raises(ValueError, match="CASSANDRA_REPLICATION_FACTOR=3 is more than the 1 nodes in datacenter1"):
+        replication_statement("ecom_store", 3, "datacenter1", nodes=1)
 
 
 @pytest.mark.parametrize(("environ", "factor"), [({}, None), ({"CASSANDRA_REPLICATION_FACTOR": " 3 "}, 3)])
