@@ -17,7 +17,7 @@ from cassandra.cluster import Session
 
 from stack.localstack import CASSANDRA  # our own Cassandra: its pid is checked to be ours
 
-from .conftest import Topics, consumer_args, final_counts, wait_for
+from .conftest import Script, Topics, consumer_args, final_counts, wait_for
 from .test_pipeline import ORDERS, ORDERS_DLQ, PAYMENTS, PAYMENTS_DLQ, order, rows_in
 
 # The keyword arguments of PublisherClient.publish(topic, data, ordering_key, retry, timeout).
@@ -26,6 +26,15 @@ COLLIDING_NAMES = ("ordering_key", "timeout", "retry", "topic", "data")
 
 def error_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if " ERROR " in line]
+
+
+def refusal(script: Script, timeout: float = 60) -> str:
+    """The script exits 1 with exactly one error line and no traceback: that line."""
+    assert script.wait(timeout) == 1, script.output()
+    output = script.output()
+    assert "Traceback" not in output
+    [line] = error_lines(output)
+    return line
 
 
 def test_attributes_named_like_publish_keywords_are_dead_lettered_intact_and_the_consumer_carries_on(
@@ -57,42 +66,26 @@ def test_attributes_named_like_publish_keywords_are_dead_lettered_intact_and_the
 
 def test_a_mistyped_dead_letter_topic_is_refused_at_start_with_one_line(run_script, topics: Topics) -> None:
     args = ["--subscription", topics.sub(ORDERS), "--dead-letter-topic", "dlq_orders_dta-typo"]
-    consumer = run_script("order_data_consumer.py", *args)
-    assert consumer.wait(60) == 1, consumer.output()
-    output = consumer.output()
-    [line] = error_lines(output)
+    line = refusal(run_script("order_data_consumer.py", *args))
     assert "dlq_orders_dta-typo" in line and "does not exist" in line
-    assert "Traceback" not in output
 
 
 def test_a_missing_subscription_is_refused_at_start_with_one_line(run_script, topics: Topics) -> None:
-    consumer = run_script(
-        "order_data_consumer.py", "--subscription", "no-such-sub", "--dead-letter-topic", topics.name(ORDERS_DLQ)
-    )
-    assert consumer.wait(60) == 1, consumer.output()
-    [line] = error_lines(consumer.output())
+    args = ["--subscription", "no-such-sub", "--dead-letter-topic", topics.name(ORDERS_DLQ)]
+    line = refusal(run_script("order_data_consumer.py", *args))
     assert "no-such-sub" in line and "does not exist" in line
-    assert "Traceback" not in consumer.output()
 
 
 def test_a_consistency_level_the_keyspace_can_never_meet_is_refused_at_start(run_script, topics: Topics) -> None:
-    consumer = run_script(
-        "order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ), env={"CASSANDRA_CONSISTENCY": "THREE"}
-    )
-    assert consumer.wait(60) == 1, consumer.output()
-    [line] = error_lines(consumer.output())
+    args = consumer_args(topics, ORDERS, ORDERS_DLQ)
+    line = refusal(run_script("order_data_consumer.py", *args, env={"CASSANDRA_CONSISTENCY": "THREE"}))
     assert "THREE" in line and "replication factor 1" in line
-    assert "Traceback" not in consumer.output()
 
 
 def test_a_mistyped_local_data_centre_is_refused_at_start_with_one_line(run_script, topics: Topics) -> None:
-    consumer = run_script(
-        "order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ), env={"CASSANDRA_LOCAL_DC": "datacentre1"}
-    )
-    assert consumer.wait(60) == 1, consumer.output()
-    [line] = error_lines(consumer.output())
+    args = consumer_args(topics, ORDERS, ORDERS_DLQ)
+    line = refusal(run_script("order_data_consumer.py", *args, env={"CASSANDRA_LOCAL_DC": "datacentre1"}))
     assert "CASSANDRA_LOCAL_DC=datacentre1: no node of the cluster is in it" in line
-    assert "Traceback" not in consumer.output()
 
 
 def test_a_dead_letter_topic_deleted_at_run_time_stops_the_consumer_and_hands_the_message_back(
@@ -184,39 +177,23 @@ def test_without_emulator_and_without_credentials_one_line_says_what_to_set(
         "GOOGLE_APPLICATION_CREDENTIALS": "",
         "NO_GCE_CHECK": "True",  # never ask a metadata server
     }
-    consumer = run_script("order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ), env=env)
-    assert consumer.wait(60) == 1, consumer.output()
-    output = consumer.output()
-    assert "Traceback" not in output
-    [line] = error_lines(output)
+    line = refusal(run_script("order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ), env=env))
     assert "PUBSUB_EMULATOR_HOST" in line and "credentials" in line
 
 
 def test_a_non_numeric_port_names_the_variable(run_script, topics: Topics) -> None:
-    consumer = run_script(
-        "order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ), env={"CASSANDRA_PORT": "abc"}
-    )
-    assert consumer.wait(30) == 1
-    [line] = error_lines(consumer.output())
+    args = consumer_args(topics, ORDERS, ORDERS_DLQ)
+    line = refusal(run_script("order_data_consumer.py", *args, env={"CASSANDRA_PORT": "abc"}), timeout=30)
     assert "CASSANDRA_PORT" in line and "abc" in line
-    assert "Traceback" not in consumer.output()
 
 
 def test_a_multiprocess_metrics_dir_that_does_not_exist_names_the_variable(
     run_script, topics: Topics, tmp_path: Path
 ) -> None:
     missing = tmp_path / "metrics"
-    consumer = run_script(
-        "order_data_consumer.py",
-        *consumer_args(topics, ORDERS, ORDERS_DLQ),
-        "--metrics-port",
-        "9100",
-        env={"PROMETHEUS_MULTIPROC_DIR": str(missing)},
-    )
-    assert consumer.wait(30) == 1
-    [line] = error_lines(consumer.output())
+    args = consumer_args(topics, ORDERS, ORDERS_DLQ, "--metrics-port", 9100)
+    line = refusal(run_script("order_data_consumer.py", *args, env={"PROMETHEUS_MULTIPROC_DIR": str(missing)}))
     assert f"PROMETHEUS_MULTIPROC_DIR={missing} is not a directory" in line
-    assert "Traceback" not in consumer.output()
 
 
 def test_an_unreachable_cassandra_gives_one_line_per_retry_and_sigterm_still_exits_0(
