@@ -34,7 +34,7 @@ from .config import (
 )
 from .errors import PipelineError, TransientStoreError
 from .policy import DEAD_LETTER_RETENTION, event_time, original_attributes
-from .pubsub_io import connect_subscriber, connect_sync_publisher
+from .pubsub_io import connect_subscriber, connect_sync_publisher, translate_error
 
 __all__ = [
     "SubscriptionSpec",
@@ -218,7 +218,10 @@ def count_waiting(settings: PubSubSettings, subscription: str, limit: int = 1_00
     now = datetime.now(UTC)
     with subscriber:
         while len(seen) < limit:
-            response = subscriber.pull(subscription=path, max_messages=1000, timeout=5, retry=None)
+            try:
+                response = subscriber.pull(subscription=path, max_messages=1000, timeout=5, retry=None)
+            except google_exceptions.GoogleAPICallError as exc:
+                raise translate_error(exc, f"pull from {subscription}", f"subscription {path}") from exc
             if not response.received_messages:
                 break
             ack_ids = [m.ack_id for m in response.received_messages]
@@ -345,7 +348,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"requeued {moved} messages from {args.subscription} to {args.topic}")
         return 0
-    report = audit(pubsub, cassandra, args.first_id, args.last_id)
+    try:
+        report = audit(pubsub, cassandra, args.first_id, args.last_id)
+    except TransientStoreError as exc:
+        log.error("Cassandra is not reachable: %s", exc)
+        return 1
+    except PipelineError as exc:
+        log.error("%s", exc)
+        return 1
     width = max(map(len, report))
     for key, value in report.items():
         print(f"{key:<{width}}  {value}")

@@ -245,3 +245,12 @@ def test_a_second_signal_forces_the_exit_while_a_write_hangs_and_nothing_is_lost
     assert successor.wait(240) == 0, successor.output()
     assert sum(len(rows_in(cql, start, 500)) for start in range(first_id, first_id + total, 500)) == total
     assert topics.is_empty(ORDERS_DLQ)
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [({"CASSANDRA_PORT": "9"}, "Cassandra"), ({"PUBSUB_EMULATOR_HOST": "127.0.0.1:9"}, "dlq_orders_data-sub")],
+)
+def test_the_audit_with_a_service_down_says_so_in_one_line(run_script, env: dict[str, str], words: str) -> None:
+    line = refusal(run_script("-m", "ecom_pipeline.admin", "audit", "--last-id", "10", env=env))
+    assert words in line
