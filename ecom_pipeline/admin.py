@@ -34,7 +34,7 @@ from .config import (
 )
 from .errors import PipelineError, TransientStoreError
 from .policy import DEAD_LETTER_RETENTION, event_time, original_attributes
-from .pubsub_io import connect_subscriber, connect_sync_publisher, translate_error
+from .pubsub_io import connect_subscriber, connect_sync_publisher
 
 __all__ = [
     "SubscriptionSpec",
@@ -211,31 +211,25 @@ def count_waiting(settings: PubSubSettings, subscription: str, limit: int = 1_00
     Google Cloud); messages leased to a running consumer are not visible here, and the replay
     hands back what it defers when it stops.
     """
-    subscriber = pubsub_v1.SubscriberClient()
-    path = settings.subscription_path(subscription)
+    source = connect_subscriber(settings, subscription)
     seen: list[str] = []
     oldest: datetime | None = None
     now = datetime.now(UTC)
-    with subscriber:
+    try:
         while len(seen) < limit:
-            try:
-                response = subscriber.pull(subscription=path, max_messages=1000, timeout=5, retry=None)
-            except google_exceptions.GoogleAPICallError as exc:
-                raise translate_error(exc, f"pull from {subscription}", f"subscription {path}") from exc
-            if not response.received_messages:
+            batch = source.pull(1000, timeout=5)
+            if not batch:
                 break
-            ack_ids = [m.ack_id for m in response.received_messages]
+            ack_ids = [m.ack_id for m in batch]
             seen.extend(ack_ids)
-            for received in response.received_messages:
-                message = received.message
+            for message in batch:
                 first = event_time(message.publish_time, message.attributes, from_dead_letters=True, now=now)
                 oldest = first if oldest is None else min(oldest, first)
             # Keep what is counted leased until the end, so it is not counted twice.
-            subscriber.modify_ack_deadline(subscription=path, ack_ids=ack_ids, ack_deadline_seconds=120)
-        for start in range(0, len(seen), 1000):
-            subscriber.modify_ack_deadline(
-                subscription=path, ack_ids=seen[start : start + 1000], ack_deadline_seconds=0
-            )
+            source.modify_deadline(ack_ids, 120)
+        source.nack(seen)
+    finally:
+        source.close()
     return Waiting(len(seen), oldest)
 
 
