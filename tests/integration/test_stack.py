@@ -12,6 +12,7 @@ from ecom_pipeline.admin import pipeline_subscriptions
 from ecom_pipeline.config import PubSubSettings
 
 from .conftest import PYTHON, ROOT
+from .test_hardening import refusal
 
 EXPECTED_COLUMNS = {
     "order_id": "bigint",
@@ -90,20 +91,11 @@ def test_setup_twice_leaves_exactly_the_designed_topics_subscriptions_and_column
     subscriber.close()
 
 
-def test_setup_refuses_more_replicas_than_the_data_centre_has_nodes(stack_env: dict[str, str], cql: Session) -> None:
+def test_setup_refuses_more_replicas_than_the_data_centre_has_nodes(run_script, cql: Session) -> None:
     keyspace = f"rf_check_{uuid.uuid4().hex[:8]}"
-    env = {**stack_env, "CASSANDRA_KEYSPACE": keyspace, "CASSANDRA_REPLICATION_FACTOR": "2"}
+    env = {"CASSANDRA_KEYSPACE": keyspace, "CASSANDRA_REPLICATION_FACTOR": "2"}
     try:
-        done = subprocess.run(
-            [PYTHON, "-m", "ecom_pipeline.admin", "setup"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 1, done.stderr
-        [line] = [line for line in done.stderr.splitlines() if " ERROR " in line]
+        line = refusal(run_script("-m", "ecom_pipeline.admin", "setup", env=env), timeout=120)
         assert "CASSANDRA_REPLICATION_FACTOR=2 is more than the 1 nodes in datacenter1" in line
         replication = cql.execute(
             "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", (keyspace,)
