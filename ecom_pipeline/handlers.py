@@ -169,9 +169,9 @@ class ReplayHandler:
     Nothing is republished on each try, so a dead letter keeps its data, attributes and first
     publish time. A dead letter that can never be applied (invalid) is only looked at once per
     longest deferral; one that fails unexpectedly is deferred like a missing order rather than
-    nacked (the dead-letter subscriptions have no policy to cap a hot loop). One waiting longer
-    than `RENEW_AFTER` is dead-lettered again (republished, then acked), so Pub/Sub's retention
-    never drops it unseen.
+    nacked (the dead-letter subscriptions have no policy to cap a hot loop). A copy that has waited
+    longer than `RENEW_AFTER` is dead-lettered again (republished, then acked), so Pub/Sub's
+    retention never drops it unseen; the new copy keeps the first publish time.
     """
 
     def __init__(self, store: Store, now: Clock = utc_now) -> None:
@@ -187,7 +187,9 @@ class ReplayHandler:
                 continue
             first_published = event_time(message.publish_time, message.attributes, from_dead_letters=True, now=now)
             age = (now - first_published).total_seconds()
-            if age >= RENEW_AFTER.total_seconds():
+            # Retention counts from when this copy was published, not from the first publish time
+            # (a renewed copy keeps that one, and must not be renewed again at once).
+            if now - message.publish_time >= RENEW_AFTER:
                 outcomes.append(_renewal(message, outcome))
             elif isinstance(outcome, DeadLetter) and outcome.code != ORDER_NOT_FOUND:
                 outcomes.append(Defer(REPLAY_MAX_DELAY))  # invalid: it will never apply

@@ -183,7 +183,7 @@ def claimed_first_publish_time(attributes: Mapping[str, str]) -> datetime | None
     for name in (POLICY_PUBLISH_TIME, SOURCE_PUBLISH_TIME):
         try:
             return _utc(datetime.fromisoformat(attributes.get(name, "")))
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: valid ISO-8601, but no year in UTC
             continue  # a mangled attribute must not block the write
     return None
 

@@ -9,8 +9,9 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from cassandra.cluster import Session
 
 from ecom_pipeline.admin import count_waiting
@@ -110,6 +111,30 @@ def test_an_invalid_dead_letter_is_looked_at_once_not_cycled(run_script, topics:
     [dead] = topics.drain(PAYMENTS_DLQ, expected=1, timeout=15)
     assert dead.message.attributes["error"] == "invalid_message"
     assert "replay_attempts" not in dead.message.attributes and "replayed_at" not in dead.message.attributes
+
+
+@pytest.mark.parametrize(
+    "first_published",
+    [
+        # What a renewed copy carries: its first publish time, more than 6 days ago.
+        (datetime.now(UTC) - timedelta(days=6, minutes=1)).isoformat(),
+        # A publisher's valid ISO-8601 time that has no year in UTC.
+        "0001-01-01T00:00:00+14:00",
+    ],
+    ids=["renewed-copy", "year-0-in-utc"],
+)
+def test_a_dead_letter_with_an_old_or_odd_first_publish_time_is_deferred_not_cycled(
+    run_script, topics: Topics, first_id: int, first_published: str
+) -> None:
+    attributes = {"error": "order_not_found", "source_publish_time": first_published}
+    topics.publish(PAYMENTS_DLQ, json.dumps(payment(first_id)).encode(), attributes)  # its order never comes
+    replay = replay_until_idle(run_script, topics, idle=5)
+    counts = final_counts(replay.output())
+    assert counts["deferred"] >= 1 and (counts["applied"], counts["dead_lettered"]) == (0, 0)
+    assert "Traceback" not in replay.output()
+    [dead] = topics.drain(PAYMENTS_DLQ, expected=1, timeout=15)
+    assert dict(dead.message.attributes) == attributes  # the same dead letter, not a copy of it
+    assert topics.is_empty(PAYMENTS_DLQ)
 
 
 def test_a_card_number_never_reaches_a_dead_letter(run_script, topics: Topics, first_id: int) -> None:

@@ -258,6 +258,25 @@ def test_replay_handler_republishes_a_dead_letter_about_to_outlive_the_retention
     ]
 
 
+def test_replay_handler_defers_a_renewed_dead_letter_instead_of_renewing_it_again():
+    # The copy the renewal published: its own publish time is new, its first publish time is kept.
+    # Retention counts from the copy's publish time, so it has 7 days again, not none.
+    first = NOW - timedelta(days=6, seconds=1)
+    copy = payment_message(
+        7, 555, publish_time=NOW, attributes={"error": ORDER_NOT_FOUND, "source_publish_time": first.isoformat()}
+    )
+    assert ReplayHandler(FakeFactStore(), now=lambda: NOW).handle([copy]) == [Defer(seconds=600)]
+
+
+def test_replay_handler_ignores_a_first_publish_time_outside_the_calendar_in_utc():
+    # A publisher's attribute: valid ISO-8601, but a year 0 in UTC. Neither a crash (which nacks the
+    # whole batch, again and again) nor a write time from it: the dead letter's own publish time.
+    store = FakeFactStore(existing={101})
+    message = payment_message(7, 101, attributes={"source_publish_time": "0001-01-01T00:00:00+14:00"})
+    assert ReplayHandler(store, now=lambda: NOW).handle([message]) == [Applied()]
+    assert store.updated[0][2] == micros(PUBLISH_TIME)
+
+
 def test_replay_handler_writes_a_replayed_payment_with_its_first_publish_time():
     first = PUBLISH_TIME - timedelta(days=1)
     store = FakeFactStore(existing={101})

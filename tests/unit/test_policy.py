@@ -238,7 +238,19 @@ def test_event_time(publish_time, attributes, from_dead_letters, expected):
     assert event_time_micros(publish_time, attributes, from_dead_letters=from_dead_letters, now=NOW) == micros(expected)
 
 
-@pytest.mark.parametrize("mangled", ["yesterday", "2026-13-01T00:00:00", "1772357415", "", "  "])
+@pytest.mark.parametrize(
+    "mangled",
+    [
+        "yesterday",
+        "2026-13-01T00:00:00",
+        "1772357415",
+        "",
+        "  ",
+        # Valid ISO-8601 whose UTC time falls outside year 1 .. 9999 (an OverflowError, not a ValueError).
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+    ],
+)
 def test_event_time_ignores_a_mangled_source_time(mangled):
     assert event_time_micros(NOW, {SOURCE: mangled}, from_dead_letters=True, now=NOW) == micros(NOW)
 
