@@ -33,7 +33,7 @@ from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionP
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
 from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedStatement, SimpleStatement, Statement
 
-from .config import CassandraSettings, TlsSettings
+from .config import CassandraSettings
 from .errors import FatalStoreError, StoreError, TransientStoreError
 from .messages import ORDER_COLUMNS, PAYMENT_COLUMNS
 
@@ -379,7 +379,7 @@ def _cluster(settings: CassandraSettings) -> Cluster:
         list(settings.hosts),
         port=settings.port,
         auth_provider=auth,
-        ssl_context=_ssl_context(settings.tls) if settings.tls else None,
+        ssl_context=settings.tls.ssl_context() if settings.tls else None,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         protocol_version=5,
         # The driver's default backoff grows to 10 minutes between reconnection attempts; a
@@ -387,17 +387,6 @@ def _cluster(settings: CassandraSettings) -> Cluster:
         reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=10.0),
         idle_heartbeat_interval=10,
     )
-
-
-def _ssl_context(tls: TlsSettings) -> ssl.SSLContext:
-    """TLS 1.2+, the nodes' CA, each node's certificate checked against the address the driver
-    connects to (the driver passes it as server_hostname while check_hostname is on)."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_cert))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = tls.check_hostname
-    if tls.client_cert is not None and tls.client_key is not None:
-        context.load_cert_chain(str(tls.client_cert), str(tls.client_key))
-    return context
 
 
 def connect_session(settings: CassandraSettings, keyspace: str | None) -> tuple[Cluster, Session]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -59,6 +60,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 FORCED_EXIT = 130  # the shell's status for "ended by SIGINT"
 N = TypeVar("N", int, float)
+# The slowest --rate: one message every 1000 s. Much slower, the wait between two messages
+# outgrows what threading can wait for (OverflowError below about 1e-9 a second).
+MIN_RATE = 0.001
 
 # Where each consumer reads, and where its dead letters go, unless told otherwise.
 CONSUMER_DEFAULTS = {
@@ -96,6 +100,19 @@ def ranged(kind: type[N], low: N, high: N | None = None, *, above: bool = False)
 
     parse.__name__ = kind.__name__  # what argparse names in its own messages
     return parse
+
+
+def _rate(text: str) -> float:
+    """The argparse type of --rate: 0 (as fast as possible) or at least MIN_RATE, else a usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value == 0 or value >= MIN_RATE):  # NaN is neither
+        raise argparse.ArgumentTypeError(
+            f"must be 0 (as fast as possible) or a number at least {MIN_RATE}, not {text!r}"
+        )
+    return value
 
 
 def add_log_level(parser: argparse.ArgumentParser) -> None:
@@ -274,25 +291,39 @@ def run_consumer_script(options: ConsumerOptions, environ: Mapping[str, str]) ->
     """The body of the consumer scripts: logging, stop signals, settings, run; the exit status."""
     configure_logging(options.log_level, log_format=options.log_format)
     try:
+        # Read once, here: with --workers a bad variable is one line, not one per worker.
         options = replace(options, metrics_port=metrics_port(options.metrics_port, environ))
+        pubsub, cassandra = PubSubSettings.from_env(environ), CassandraSettings.from_env(environ)
     except ValueError as exc:
         log.error("%s", exc)
         return 1
     if options.workers > 1:
-        return _run_workers(options, environ)
-    return _run_one(options, environ, serve_metrics=True)
+        return _run_workers(options, pubsub, cassandra)
+    return _run_one(options, pubsub, cassandra, serve_metrics=True)
+
+
+def _serve_metrics(address: str, port: int, health: Health | None) -> Callable[[], None]:
+    """Start the metrics endpoint; an `OSError` that names the option (a name with no address,
+    an address not of this machine, a port taken) is the caller's."""
+    try:
+        return serve(address, port, health)
+    except OSError as exc:
+        raise OSError(
+            f"cannot serve metrics on --metrics-address {address!r}, port {port}: {exc.strerror or exc}"
+        ) from exc
 
 
 def _serve(options: ConsumerOptions, health: Health | None) -> Callable[[], None] | None:
     """Start the metrics endpoint if asked; `OSError` (e.g. the port is taken) is the caller's."""
     if options.metrics_port is None:
         return None
-    return serve(options.metrics_address, options.metrics_port, health)
+    return _serve_metrics(options.metrics_address, options.metrics_port, health)
 
 
 def _run_one(
     options: ConsumerOptions,
-    environ: Mapping[str, str],
+    pubsub: PubSubSettings,
+    cassandra: CassandraSettings,
     results: multiprocessing.SimpleQueue[ConsumerStats] | None = None,
     *,
     serve_metrics: bool,
@@ -300,7 +331,6 @@ def _run_one(
     stop = stop_on_signals()
     stop_server = None
     try:
-        pubsub, cassandra = PubSubSettings.from_env(environ), CassandraSettings.from_env(environ)
         metrics = health = None
         if options.metrics_port is not None:
             metrics = consumer_metrics(SCRIPTS[options.kind], options.settings.subscription)
@@ -324,13 +354,16 @@ def _run_one(
 
 
 def _worker(
-    options: ConsumerOptions, environ: Mapping[str, str], results: multiprocessing.SimpleQueue[ConsumerStats]
+    options: ConsumerOptions,
+    pubsub: PubSubSettings,
+    cassandra: CassandraSettings,
+    results: multiprocessing.SimpleQueue[ConsumerStats],
 ) -> None:
     configure_logging(options.log_level, multiprocessing.current_process().name, options.log_format)
-    raise SystemExit(_run_one(options, environ, results, serve_metrics=False))
+    raise SystemExit(_run_one(options, pubsub, cassandra, results, serve_metrics=False))
 
 
-def _run_workers(options: ConsumerOptions, environ: Mapping[str, str]) -> int:
+def _run_workers(options: ConsumerOptions, pubsub: PubSubSettings, cassandra: CassandraSettings) -> int:
     """`--workers N`: N consumer processes on the same subscription, each with its own clients
     (Pub/Sub shares the messages out between them). SIGINT and SIGTERM are passed on to every
     worker; the exit status is 0 only if every worker exited 0; one line sums them up.
@@ -342,7 +375,7 @@ def _run_workers(options: ConsumerOptions, environ: Mapping[str, str]) -> int:
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no gRPC state is forked
     results = context.SimpleQueue()
     workers = [
-        context.Process(target=_worker, args=(options, dict(environ), results), name=f"worker-{i + 1}")
+        context.Process(target=_worker, args=(options, pubsub, cassandra, results), name=f"worker-{i + 1}")
         for i in range(options.workers)
     ]
     metrics_dir = None
@@ -389,7 +422,10 @@ def add_producer_arguments(parser: argparse.ArgumentParser, topic: str, noun: st
     parser.add_argument("--topic", default=topic, help="topic to publish to")
     parser.add_argument("--count", type=ranged(int, 0), help=f"stop after N {noun} (unset: until Ctrl-C)")
     parser.add_argument(
-        "--rate", type=ranged(float, 0), default=10.0, help=f"{noun} per second; 0 = as fast as possible"
+        "--rate",
+        type=_rate,
+        default=10.0,
+        help=f"{noun} per second: 0 = as fast as possible, else at least {MIN_RATE} (one every 1000 s)",
     )
     parser.add_argument("--seed", type=int, help=f"same seed, same {noun}")
     parser.add_argument("--start-id", type=ranged(int, 1, 2**62), default=1, help="first id")
@@ -411,7 +447,7 @@ def run_producer_script(
         metrics = None
         if port is not None:
             metrics = producer_metrics(script, args.topic)
-            stop_server = serve(args.metrics_address, port, None)
+            stop_server = _serve_metrics(args.metrics_address, port, None)
     except (ValueError, PipelineError, OSError) as exc:
         log.error("%s", exc)
         return 1

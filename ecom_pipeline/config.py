@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ PAYMENTS_TOPIC = "payments_data"
 ORDERS_DLQ_TOPIC = "dlq_orders_data"
 PAYMENTS_DLQ_TOPIC = "dlq_payments_data"
 
-_KEYSPACE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+_KEYSPACE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")  # fullmatch: `$` would let a trailing newline in
 _HOST_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
 _CONSISTENCY_LEVELS = {"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"}
 
@@ -38,11 +39,18 @@ _CONSISTENCY_LEVELS = {"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "
 N = TypeVar("N", int, float)
 
 
+def _is_digits(text: str) -> bool:
+    """ASCII digits only: `str.isdigit()` also takes superscripts and other scripts' digits, and
+    `int()` takes other scripts' digits, '+1' and '1_0'."""
+    return text.isascii() and text.isdigit()
+
+
 def _number(environ: Mapping[str, str], name: str, default: str, kind: type[N], *, low: N, high: N) -> N:
     """A numeric variable, or a `ValueError` that names it and says what it must be."""
     text = environ.get(name, default).strip()
+    ascii_number = _is_digits(text) if kind is int else text.isascii()
     try:
-        value = kind(text)
+        value = kind(text) if ascii_number else None
     except ValueError:
         value = None
     if value is None or not low <= value <= high:
@@ -57,7 +65,7 @@ def optional_integer(environ: Mapping[str, str], name: str, *, low: int, high: i
     text = environ.get(name, "").strip()
     if not text:
         return None
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not _is_digits(text) or not low <= int(text) <= high:
         raise ValueError(f"{name} must be {noun} from {low} to {high}, not {text!r}")
     return int(text)
 
@@ -69,12 +77,16 @@ def subscription_for(topic: str) -> str:
 
 def emulator_host(text: str) -> str | None:
     """PUBSUB_EMULATOR_HOST as host:port, None when unset; a `ValueError` naming it otherwise
-    (gRPC would wait for ever: on port 443 without a port, on a name lookup with a scheme)."""
-    text = text.strip()
+    (gRPC would wait for ever: on port 443 without a port, on a name lookup with a scheme).
+
+    Spaces around it are refused, not stripped: google-cloud-pubsub reads the variable itself,
+    as it is, and would retry for ever on ' 127.0.0.1:8085' (and use "   " as a host)."""
     if not text:
         return None
+    if text != text.strip():
+        raise ValueError(f"PUBSUB_EMULATOR_HOST has spaces around it (the Pub/Sub client reads it as it is): {text!r}")
     host, _, port = text.rpartition(":")
-    if not host or "/" in host or any(c.isspace() for c in host) or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not host or "/" in host or any(c.isspace() for c in host) or not _is_digits(port) or not 1 <= int(port) <= 65535:
         raise ValueError(f"PUBSUB_EMULATOR_HOST must be host:port (e.g. 127.0.0.1:8085), not {text!r}")
     return text
 
@@ -125,14 +137,21 @@ class CassandraSettings:
     tls: TlsSettings | None = None  # client-to-node encryption; None: plaintext
 
     def __post_init__(self) -> None:
-        if not _KEYSPACE_NAME.match(self.keyspace):
-            raise ValueError(f"invalid keyspace name {self.keyspace!r}")
+        if not _KEYSPACE_NAME.fullmatch(self.keyspace):
+            raise ValueError(
+                "CASSANDRA_KEYSPACE must be a letter then up to 47 letters, digits or underscores, "
+                f"not {self.keyspace!r}"
+            )
         if self.consistency not in _CONSISTENCY_LEVELS:
             raise ValueError(f"CASSANDRA_CONSISTENCY must be one of {sorted(_CONSISTENCY_LEVELS)}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> CassandraSettings:
         hosts = tuple(h.strip() for h in environ.get("CASSANDRA_HOSTS", "127.0.0.1").split(",") if h.strip())
+        if not hosts:
+            raise ValueError(
+                f"CASSANDRA_HOSTS names no host: {environ['CASSANDRA_HOSTS']!r} (unset it for the local node)"
+            )
         for host in hosts:
             if not _is_host(host):
                 raise ValueError(
@@ -141,7 +160,7 @@ class CassandraSettings:
                 )
         password = environ.get("CASSANDRA_PASSWORD")
         return cls(
-            hosts=hosts or ("127.0.0.1",),
+            hosts=hosts,
             port=_number(environ, "CASSANDRA_PORT", "9042", int, low=1, high=65535),
             keyspace=environ.get("CASSANDRA_KEYSPACE", "ecom_store"),
             username=environ.get("CASSANDRA_USERNAME") or None,
@@ -182,7 +201,47 @@ class TlsSettings:
         for name, value in (("CASSANDRA_SSL_CA_CERT", ca), ("CASSANDRA_SSL_CERT", cert), ("CASSANDRA_SSL_KEY", key)):
             if value and not Path(value).is_file():
                 raise ValueError(f"{name} names no readable file: {value}")
-        return cls(Path(ca), Path(cert) if cert else None, Path(key) if key else None, check == "true")
+        settings = cls(Path(ca), Path(cert) if cert else None, Path(key) if key else None, check == "true")
+        settings.ssl_context()  # a file OpenSSL refuses is a bad variable now, not a failed connection later
+        return settings
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """TLS 1.2+, only this CA, each node's certificate checked against the address the driver
+        connects to (the driver passes it as server_hostname while check_hostname is on), and the
+        client certificate if set. A file OpenSSL refuses is a `ValueError` naming its variable;
+        an encrypted key is refused, never prompted for (that would block, or fail with Errno 22)."""
+        try:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_cert))
+        except OSError as exc:  # ssl.SSLError is an OSError, like a file that cannot be read
+            raise ValueError(
+                f"CASSANDRA_SSL_CA_CERT is not a PEM certificate: {self.ca_cert} ({_reason(exc)})"
+            ) from exc
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = self.check_hostname
+        if self.client_cert is None or self.client_key is None:
+            return context
+        try:  # the certificate alone first, so that a refusal names the right variable
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(self.client_cert))
+        except OSError as exc:
+            raise ValueError(
+                f"CASSANDRA_SSL_CERT is not a PEM certificate: {self.client_cert} ({_reason(exc)})"
+            ) from exc
+
+        def no_pass_phrase() -> str:
+            raise ValueError(f"CASSANDRA_SSL_KEY is encrypted (give it without a pass phrase): {self.client_key}")
+
+        try:
+            context.load_cert_chain(str(self.client_cert), str(self.client_key), password=no_pass_phrase)
+        except OSError as exc:
+            raise ValueError(
+                f"CASSANDRA_SSL_KEY is not the private key of CASSANDRA_SSL_CERT: {self.client_key} ({_reason(exc)})"
+            ) from exc
+        return context
+
+
+def _reason(exc: OSError) -> str:
+    """OpenSSL's words for a refusal, without the `(_ssl.c:1234)` that follows them."""
+    return re.sub(r" \(_ssl\.c:\d+\)$", "", str(exc.strerror or exc))
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,10 @@ With `--workers N`, each worker writes its series to files in PROMETHEUS_MULTIPR
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -151,6 +153,17 @@ def producer_metrics(script: str, topic: str) -> ProducerMetrics:
     return ProducerMetrics(REGISTRY, script, topic)
 
 
+class _IPv6Server(WSGIServer):
+    address_family = socket.AF_INET6
+
+
+def _is_ipv6(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).version == 6
+    except ValueError:
+        return False
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # wsgiref's own signature
         """Scrapes every few seconds are not worth a log line each."""
@@ -178,10 +191,12 @@ def serve(address: str, port: int, health: Health | None) -> Callable[[], None]:
             return [b"ok\n" if ok else b"unavailable\n"]
         return metrics_app(environ, start_response)  # type: ignore[no-any-return]  # prometheus_client's app is untyped
 
-    server: WSGIServer = make_server(address, port, app, handler_class=_QuietHandler)
+    ipv6 = _is_ipv6(address)  # wsgiref's server is IPv4 only unless told otherwise
+    server_class = _IPv6Server if ipv6 else WSGIServer
+    server = make_server(address, port, app, server_class=server_class, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
     thread.start()
-    log.info("metrics on http://%s:%d/metrics", address, port)
+    log.info("metrics on http://%s:%d/metrics", f"[{address}]" if ipv6 else address, port)
 
     def stop() -> None:
         server.shutdown()

@@ -8,13 +8,19 @@ import json
 import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
+import urllib.request
 
 import pytest
 
 from ecom_pipeline import cli
 from ecom_pipeline.app import Kind
 from ecom_pipeline.config import ConsumerSettings
+from ecom_pipeline.metrics import serve
+
+from .conftest import ROOT
 
 
 @pytest.mark.parametrize(
@@ -39,7 +45,17 @@ def test_out_of_range_consumer_flags_are_usage_errors(argv, words, capsys):
     assert words in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--count", "-1"], ["--rate", "-0.5"], ["--start-id", "0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--count", "-1"],
+        ["--rate", "-0.5"],
+        ["--rate", "nan"],
+        ["--rate", "1e-10"],  # one message every 300 years: beyond what threading can wait (OverflowError)
+        ["--rate", "0.0009"],
+        ["--start-id", "0"],
+    ],
+)
 def test_out_of_range_producer_flags_are_usage_errors(argv, capsys):
     parser = argparse.ArgumentParser()
     cli.add_producer_arguments(parser, "orders_data", "orders")
@@ -47,6 +63,15 @@ def test_out_of_range_producer_flags_are_usage_errors(argv, capsys):
         parser.parse_args(argv)
     assert exit_.value.code == 2
     assert argv[0] in capsys.readouterr().err
+
+
+def test_a_rate_is_0_or_at_least_a_thousandth(capsys):
+    parser = argparse.ArgumentParser()
+    cli.add_producer_arguments(parser, "orders_data", "orders")
+    assert [parser.parse_args(["--rate", rate]).rate for rate in ("0", "0.001", "2500")] == [0, 0.001, 2500]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--rate", "1e-10"])
+    assert "--rate: must be 0 (as fast as possible) or a number at least 0.001, not '1e-10'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -119,3 +144,42 @@ def test_json_logs_carry_the_exception_inside_the_one_line():
         record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     line = cli.JsonFormatter().format(record)
     assert "\n" not in line and "RuntimeError: boom" in json.loads(line)["message"]
+
+
+def _refusal(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """The consumer script run with only `variables` of the pipeline's own; it must stop before
+    it connects to anything."""
+    own = ("CASSANDRA_", "PUBSUB_", "GOOGLE_", "METRICS_", "PROMETHEUS_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(own)}
+    env |= {"GOOGLE_CLOUD_PROJECT": "ecom-local", "PUBSUB_EMULATOR_HOST": "127.0.0.1:1", **variables}
+    command = [sys.executable, str(ROOT / "order_data_consumer.py"), *args]
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_bad_variable_with_workers_is_one_line_from_the_parent_and_no_worker_starts():
+    done = _refusal("--workers", "3", CASSANDRA_PORT="abc")
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].endswith("ERROR ecom_pipeline.cli: CASSANDRA_PORT must be an integer from 1 to 65535, not 'abc'")
+
+
+@pytest.mark.parametrize("address", ["bad host", "192.0.2.1"])  # no name, no address of this machine
+def test_a_metrics_address_the_machine_has_not_is_one_line_naming_the_option(address):
+    done = _refusal("--metrics-address", address, "--metrics-port", "9")
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"ERROR ecom_pipeline.cli: cannot serve metrics on --metrics-address {address!r}, port 9: " in lines[0]
+
+
+def test_the_metrics_endpoint_serves_on_an_ipv6_literal():
+    with socket.socket(socket.AF_INET6) as probe:  # a free port (these machines have ::1)
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    stop = serve("::1", port, None)
+    try:
+        with urllib.request.urlopen(f"http://[::1]:{port}/healthz", timeout=10) as answer:
+            assert (answer.status, answer.read()) == (200, b"ok\n")
+    finally:
+        stop()

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+import re
+import ssl
+from pathlib import Path
+
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from ecom_pipeline.config import (
     ORDERS_DLQ_TOPIC,
@@ -12,6 +21,7 @@ from ecom_pipeline.config import (
     CassandraSettings,
     PubSubSettings,
     TlsSettings,
+    optional_integer,
     subscription_for,
 )
 
@@ -51,8 +61,11 @@ def test_cassandra_hosts_are_a_comma_separated_list_with_blanks_dropped():
     assert settings.hosts == ("10.0.0.1", "10.0.0.2", "node-3")
 
 
-def test_an_empty_host_list_falls_back_to_localhost():
-    assert CassandraSettings.from_env({"CASSANDRA_HOSTS": " , "}).hosts == ("127.0.0.1",)
+@pytest.mark.parametrize("hosts", ["", " ", ",", " , ", ",,"])
+def test_a_host_list_without_a_host_names_the_variable(hosts):
+    """Set but empty is a mistake, not a wish for the local node (unset it for that)."""
+    with pytest.raises(ValueError, match="CASSANDRA_HOSTS"):
+        CassandraSettings.from_env({"CASSANDRA_HOSTS": hosts})
 
 
 def test_cassandra_settings_parse_every_variable():
@@ -88,10 +101,10 @@ def test_an_unknown_consistency_level_is_rejected():
 
 @pytest.mark.parametrize(
     "keyspace",
-    ["", "1ecom", "ecom-store", "ecom store", "ecom_store; DROP KEYSPACE x", "k" * 49, '"ecom"'],
+    ["", "1ecom", "ecom-store", "ecom store", "ecom_store; DROP KEYSPACE x", "k" * 49, '"ecom"', "ecom_store\n"],
 )
-def test_an_invalid_keyspace_name_is_rejected(keyspace):
-    with pytest.raises(ValueError, match="keyspace"):
+def test_an_invalid_keyspace_name_names_the_variable(keyspace):
+    with pytest.raises(ValueError, match=r"^CASSANDRA_KEYSPACE must be "):
         CassandraSettings.from_env({"CASSANDRA_KEYSPACE": keyspace})
 
 
@@ -109,6 +122,11 @@ def test_an_invalid_keyspace_name_is_rejected(keyspace):
         ),
         ("CASSANDRA_REQUEST_TIMEOUT", "nan", "CASSANDRA_REQUEST_TIMEOUT must be a number from 0.1 to 3600, not 'nan'"),
         ("CASSANDRA_REQUEST_TIMEOUT", "0", "CASSANDRA_REQUEST_TIMEOUT must be a number from 0.1 to 3600, not '0'"),
+        # Python's int() and float() take any script's digits; the variables take ASCII digits only.
+        ("CASSANDRA_PORT", "٩٠٤٢", "CASSANDRA_PORT must be an integer from 1 to 65535, not '٩٠٤٢'"),
+        ("CASSANDRA_PORT", "９０４２", "CASSANDRA_PORT must be an integer from 1 to 65535, not '９０４２'"),
+        ("CASSANDRA_PORT", "²", "CASSANDRA_PORT must be an integer from 1 to 65535, not '²'"),
+        ("CASSANDRA_REQUEST_TIMEOUT", "٢", "CASSANDRA_REQUEST_TIMEOUT must be a number from 0.1 to 3600, not '٢'"),
     ],
 )
 def test_a_bad_number_names_its_variable(name, value, message):
@@ -163,7 +181,7 @@ def test_without_an_emulator_host_the_real_service_is_used():
 
 @pytest.mark.parametrize(
     ("text", "host"),
-    [("localhost:8085", "localhost:8085"), (" 127.0.0.1:8085 ", "127.0.0.1:8085"), ("[::1]:8085", "[::1]:8085")],
+    [("localhost:8085", "localhost:8085"), ("127.0.0.1:8085", "127.0.0.1:8085"), ("[::1]:8085", "[::1]:8085")],
 )
 def test_an_emulator_host_is_host_and_port(text, host):
     assert PubSubSettings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "PUBSUB_EMULATOR_HOST": text}).emulator_host == host
@@ -180,6 +198,32 @@ def test_a_mistyped_emulator_host_names_the_variable(text):
         PubSubSettings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "PUBSUB_EMULATOR_HOST": text})
 
 
+@pytest.mark.parametrize("text", ["   ", "\t", " 127.0.0.1:8085", "127.0.0.1:8085 ", "127.0.0.1:8085\n"])
+def test_an_emulator_host_with_spaces_around_it_names_the_variable(text):
+    """google-cloud-pubsub reads the variable itself, spaces and all, and would retry for ever."""
+    with pytest.raises(ValueError, match=r"^PUBSUB_EMULATOR_HOST "):
+        PubSubSettings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "PUBSUB_EMULATOR_HOST": text})
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:١", "127.0.0.1:８０８５", "127.0.0.1:²", "127.0.0.1:8085²"])
+def test_an_emulator_port_of_other_than_ascii_digits_names_the_variable(text):
+    with pytest.raises(ValueError, match=r"^PUBSUB_EMULATOR_HOST must be host:port"):
+        PubSubSettings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "PUBSUB_EMULATOR_HOST": text})
+
+
+@pytest.mark.parametrize("text", ["²", "٨٠٨٠", "８０８０", "+80", "8_080"])
+def test_an_optional_integer_takes_ascii_digits_only(text):
+    with pytest.raises(
+        ValueError, match=rf"^METRICS_PORT must be a port from 1 to 65535, not {re.escape(repr(text))}$"
+    ):
+        optional_integer({"METRICS_PORT": text}, "METRICS_PORT", low=1, high=65535, noun="a port")
+
+
+def test_an_optional_integer_is_none_when_unset_and_an_int_when_set():
+    assert optional_integer({}, "METRICS_PORT", low=1, high=65535, noun="a port") is None
+    assert optional_integer({"METRICS_PORT": " 9100 "}, "METRICS_PORT", low=1, high=65535, noun="a port") == 9100
+
+
 def test_resource_paths_name_the_project():
     settings = PubSubSettings(project="ecom-local")
     assert settings.topic_path("orders_data") == "projects/ecom-local/topics/orders_data"
@@ -193,10 +237,50 @@ def test_without_a_ca_certificate_the_connection_is_plaintext():
     assert CassandraSettings.from_env({}).tls is None
 
 
-def test_tls_settings_from_the_environment(tmp_path):
-    ca, cert, key = (tmp_path / name for name in ("ca.pem", "client.pem", "client.key"))
-    for path in (ca, cert, key):
-        path.write_text("x")
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey):
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=subject == issuer, path_length=None), critical=True)
+    )
+    return builder.sign(signer, hashes.SHA256())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey, encryption: serialization.KeySerializationEncryption) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict[str, Path]:
+    """A throwaway CA, a client certificate it signed, the client's key in clear and encrypted,
+    and a file that is no PEM at all; made for this run only, never stored."""
+    directory = tmp_path_factory.mktemp("pki")
+    ca_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    files = {
+        "ca.pem": _certificate("test-ca", ca_key, "test-ca", ca_key).public_bytes(serialization.Encoding.PEM),
+        "ca.key": _key_pem(ca_key, serialization.NoEncryption()),
+        "client.pem": _certificate("client", client_key, "test-ca", ca_key).public_bytes(serialization.Encoding.PEM),
+        "client.key": _key_pem(client_key, serialization.NoEncryption()),
+        "encrypted.key": _key_pem(client_key, serialization.BestAvailableEncryption(b"pass phrase")),
+        "passwd": b"root:x:0:0:root:/root:/bin/bash\n",
+    }
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    return {name: directory / name for name in files}
+
+
+def test_tls_settings_from_the_environment(pki):
+    ca, cert, key = pki["ca.pem"], pki["client.pem"], pki["client.key"]
     tls = CassandraSettings.from_env(
         {"CASSANDRA_SSL_CA_CERT": str(ca), "CASSANDRA_SSL_CERT": str(cert), "CASSANDRA_SSL_KEY": str(key)}
     ).tls
@@ -220,3 +304,36 @@ def test_a_bad_tls_setting_names_its_variable(environ, words, tmp_path):
     environ = {k: (str(ca) if v == "CA" else v) for k, v in environ.items()}
     with pytest.raises(ValueError, match=words):
         TlsSettings.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    ("ca", "cert", "key", "words"),
+    [
+        ("passwd", None, None, "CASSANDRA_SSL_CA_CERT is not a PEM certificate"),
+        ("client.key", None, None, "CASSANDRA_SSL_CA_CERT is not a PEM certificate"),
+        ("ca.pem", "passwd", "client.key", "CASSANDRA_SSL_CERT is not a PEM certificate"),
+        ("ca.pem", "client.key", "client.key", "CASSANDRA_SSL_CERT is not a PEM certificate"),
+        ("ca.pem", "client.pem", "passwd", "CASSANDRA_SSL_KEY is not the private key of CASSANDRA_SSL_CERT"),
+        ("ca.pem", "client.pem", "ca.key", "CASSANDRA_SSL_KEY is not the private key of CASSANDRA_SSL_CERT"),
+        ("ca.pem", "client.pem", "encrypted.key", "CASSANDRA_SSL_KEY is encrypted"),
+    ],
+)
+def test_a_tls_file_openssl_refuses_names_its_variable_when_the_settings_are_read(pki, ca, cert, key, words):
+    """Checked up front, in one line: not at the first connection, and an encrypted key never
+    prompts for its pass phrase (it would block a service, or fail with '[Errno 22]')."""
+    environ = {"CASSANDRA_SSL_CA_CERT": str(pki[ca])}
+    if cert and key:
+        environ |= {"CASSANDRA_SSL_CERT": str(pki[cert]), "CASSANDRA_SSL_KEY": str(pki[key])}
+    with pytest.raises(ValueError, match=f"^{words}") as error:
+        CassandraSettings.from_env(environ)
+    assert "\n" not in str(error.value)
+
+
+def test_the_tls_context_trusts_only_the_given_ca_and_presents_the_client_certificate(pki):
+    tls = TlsSettings(pki["ca.pem"], pki["client.pem"], pki["client.key"])
+    context = tls.ssl_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname is True
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "test-ca"),),)]
+    assert TlsSettings(pki["ca.pem"], check_hostname=False).ssl_context().check_hostname is False
