@@ -12,10 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from .redaction import mask_attributes, mask_card_numbers
+from .redaction import mask_attributes, mask_message
 
 __all__ = [
     "DEAD_LETTER_RETENTION",
+    "MAX_ATTRIBUTES",
     "MAX_ATTRIBUTE_BYTES",
     "MAX_CLOCK_SKEW",
     "REDACTED",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 MAX_ATTRIBUTE_BYTES = 1024  # Pub/Sub's limit on one attribute value
+MAX_ATTRIBUTES = 100  # Pub/Sub's limit on a message's attributes
 REDACTED = "redacted"  # set to "card_number" on a dead letter whose card numbers were masked
 REPLAY_FIRST_DELAY, REPLAY_GROWTH, REPLAY_MAX_DELAY = 5, 0.4, 600  # see replay_delay
 # A subscription keeps an unacked message 7 days at most (the longest Pub/Sub allows, set on the
@@ -49,6 +51,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SOURCE_PUBLISH_TIME = "source_publish_time"  # recorded by this project when it dead-letters
 POLICY_PUBLISH_TIME = "CloudPubSubDeadLetterSourceTopicPublishTime"  # set by Pub/Sub's policy
 POLICY_SOURCE_SUBSCRIPTION = "CloudPubSubDeadLetterSourceSubscription"
+POLICY_ATTRIBUTE_PREFIX = "CloudPubSubDeadLetter"
+DROPPED_ATTRIBUTES = "dropped_attributes"  # how many original attributes a dead letter had no room for
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,8 @@ def dead_letter_attributes(
     (`from_dead_letters`) keeps the first source recorded there.
     """
     attributes = dict(original)
+    if not from_dead_letters:  # only Pub/Sub's policy sets these, and only on a dead-letter topic
+        attributes = {n: v for n, v in attributes.items() if not n.startswith(POLICY_ATTRIBUTE_PREFIX)}
     attributes.update(
         error=code,
         error_detail=_truncate_utf8(detail),
@@ -141,14 +147,30 @@ def dead_letter_attributes(
             source_message_id=message_id,
             source_publish_time=_utc(publish_time).isoformat(timespec="microseconds"),
         )
-        return attributes
+        return _within_limit(attributes)
     # A message moved here by a subscription's dead-letter policy names its source already.
     attributes.setdefault("source_subscription", original.get(POLICY_SOURCE_SUBSCRIPTION, subscription))
     attributes.setdefault("source_message_id", message_id)
     published = _utc(publish_time)
     first_published = min(claimed_first_publish_time(original) or published, published)
     attributes[SOURCE_PUBLISH_TIME] = first_published.isoformat(timespec="microseconds")
-    return attributes
+    return _within_limit(attributes)
+
+
+def _within_limit(attributes: dict[str, str]) -> dict[str, str]:
+    """At most MAX_ATTRIBUTES - 1 attributes (room for `redacted`): if there are more, the
+    original ones whose names sort last are dropped, and `dropped_attributes` says how many.
+    Pub/Sub refuses a message with more, and the source may already carry the maximum."""
+    if len(attributes) < MAX_ATTRIBUTES:
+        return attributes
+    kept_always = (*DEAD_LETTER_ATTRIBUTES, POLICY_PUBLISH_TIME, POLICY_SOURCE_SUBSCRIPTION)
+    ours = {n for n in attributes if n in kept_always}
+    theirs = sorted(n for n in attributes if n not in ours)
+    room = MAX_ATTRIBUTES - 2 - len(ours)  # `dropped_attributes` and `redacted`
+    kept = set(theirs[:room]) | ours
+    trimmed = {n: v for n, v in attributes.items() if n in kept}
+    trimmed[DROPPED_ATTRIBUTES] = str(len(theirs) - room)
+    return trimmed
 
 
 DEAD_LETTER_ATTRIBUTES = (
@@ -159,6 +181,7 @@ DEAD_LETTER_ATTRIBUTES = (
     "source_message_id",
     SOURCE_PUBLISH_TIME,
     REDACTED,
+    DROPPED_ATTRIBUTES,
 )
 
 
@@ -168,7 +191,7 @@ def original_attributes(dead_letter: Mapping[str, str]) -> dict[str, str]:
     return {
         name: value
         for name, value in dead_letter.items()
-        if name not in DEAD_LETTER_ATTRIBUTES and not name.startswith("CloudPubSubDeadLetter")
+        if name not in DEAD_LETTER_ATTRIBUTES and not name.startswith(POLICY_ATTRIBUTE_PREFIX)
     }
 
 
@@ -231,7 +254,7 @@ def replay_delay(age: float) -> int:
 def redact_dead_letter(data: bytes, attributes: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
     """A dead letter's data and attributes with every card number masked in both (the one change
     to "bytes unchanged"), then marked `redacted=card_number`."""
-    masked_data, data_masked = mask_card_numbers(data)
+    masked_data, data_masked = mask_message(data)
     masked_attributes, attributes_masked = mask_attributes(attributes)
     if data_masked or attributes_masked:
         masked_attributes[REDACTED] = "card_number"

@@ -3,20 +3,26 @@
 A dead letter is read by people, by hand; the pipeline itself only ever holds a card's last four
 digits. Whatever an upstream system sends, before a message is dead-lettered every run of 13 to
 19 digits (spaces or dashes between them allowed) that passes the Luhn check is masked, in the
-data and in the attribute values: every digit but the last four becomes `*`, separators are
-kept. Within a run of up to 19 digits each Luhn-valid stretch of 13 or more is masked, so a
-card number cannot hide behind one more digit; a run of more than 19 digits, which no field of
-ours holds, is masked whole but for its last four (a bounded amount of work per digit, however
-long the run a publisher sends). The JSON value of an id field (`"order_id": 123…`)
-is left alone: ids are bigints, and a payment waiting for its order must stay applicable.
+data and in the attributes (names and values): every digit but the last four becomes `*`,
+separators are kept. Within a run of up to 19 digits each Luhn-valid stretch of 13 or more is
+masked, so a card number cannot hide behind one more digit; a run of more than 19 digits, which
+no field of ours holds, is masked whole but for its last four (a bounded amount of work per
+digit, however long the run a publisher sends).
+
+Data that is a JSON object is masked as JSON, value by value (escaped digits, nested objects,
+repeated names included), and written out again only if something was masked. Its top-level id
+fields (integers: ids are bigints) and valid date fields are left alone, so that a payment
+waiting for its order stays applicable. Anything else is masked as text, with no exception.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from datetime import datetime
 
-__all__ = ["MAX_DIGITS", "MIN_DIGITS", "luhn_valid", "mask_attributes", "mask_card_numbers"]
+__all__ = ["MAX_DIGITS", "MIN_DIGITS", "luhn_valid", "mask_attributes", "mask_card_numbers", "mask_message"]
 
 MIN_DIGITS, MAX_DIGITS = 13, 19
 # A run of digits with at most one space or dash between two digits.
@@ -24,7 +30,9 @@ _RUN = re.compile(rb"\d(?:[ -]?\d)*")
 _STARS = bytes.maketrans(b"0123456789", b"**********")
 # A digit's contribution when doubled by the Luhn check, indexed by its ASCII code.
 _DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
-_ID_VALUE = re.compile(rb'"(?:order_id|customer_id|payment_id)"\s*:\s*$')
+ID_FIELDS = frozenset({"order_id", "customer_id", "payment_id"})
+DATE_FIELDS = frozenset({"creation_date", "payment_datetime"})
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def luhn_valid(digits: bytes) -> bool:
@@ -80,9 +88,6 @@ def mask_card_numbers(data: bytes) -> tuple[bytes, bool]:
     pieces: list[bytes] = []
     last = 0
     for run in _RUN.finditer(data):
-        is_number = run.group().isdigit()
-        if is_number and _ID_VALUE.search(data[max(0, run.start() - 64) : run.start()]):
-            continue  # the value of an id field
         masked = _mask_run(run.group())
         if masked is not None:
             pieces += [data[last : run.start()], masked]
@@ -93,12 +98,91 @@ def mask_card_numbers(data: bytes) -> tuple[bytes, bool]:
     return b"".join(pieces), True
 
 
+def _mask_text(text: str) -> tuple[str, bool]:
+    masked, was = mask_card_numbers(text.encode("utf-8", "surrogatepass"))
+    return (masked.decode("utf-8", "surrogatepass"), True) if was else (text, False)
+
+
+class _Object(list[tuple[str, object]]):
+    """A JSON object as its (name, value) pairs: order and repeated names kept."""
+
+
+class _Number(str):
+    """A JSON number as its text (no int() on a 5,000-digit number)."""
+
+
+def _is_date(value: object) -> bool:
+    try:
+        datetime.fromisoformat(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _kept(name: str, value: object) -> bool:
+    """A top-level field the handlers read as an id or a date, and valid as one."""
+    if name in ID_FIELDS:
+        return isinstance(value, _Number) and _INTEGER.fullmatch(value) is not None
+    return name in DATE_FIELDS and not isinstance(value, _Number) and _is_date(value)
+
+
+def _mask_json(value: object, top: bool = False) -> tuple[object, bool]:
+    if isinstance(value, _Object):
+        pairs, changed = _Object(), False
+        for name, item in value:
+            if top and _kept(name, item):
+                pairs.append((name, item))
+                continue
+            new_name, name_masked = _mask_text(name)
+            new_item, item_masked = _mask_json(item)
+            pairs.append((new_name, new_item))
+            changed = changed or name_masked or item_masked
+        return pairs, changed
+    if isinstance(value, list):
+        items = [_mask_json(item) for item in value]
+        return [item for item, _ in items], any(masked for _, masked in items)
+    if isinstance(value, str):  # a string, or a number's text (masked, it becomes a string)
+        masked, was = _mask_text(value)
+        return (masked if was else value), was
+    return value, False  # true, false, null
+
+
+def _dump(value: object) -> str:
+    if isinstance(value, _Object):
+        return "{" + ", ".join(f"{_dump(name)}: {_dump(item)}" for name, item in value) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_dump(item) for item in value) + "]"
+    if isinstance(value, _Number):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def mask_message(data: bytes) -> tuple[bytes, bool]:
+    """A message's data with every card number masked (see the module's docstring), and whether
+    anything was."""
+    try:
+        decoded = json.loads(data, object_pairs_hook=_Object, parse_int=_Number, parse_float=_Number)
+        if isinstance(decoded, _Object):
+            masked, changed = _mask_json(decoded, top=True)
+            if not changed:
+                return data, False
+            text = _dump(masked)
+            try:
+                return text.encode("utf-8"), True
+            except UnicodeEncodeError:  # a lone surrogate, from a \ud800 escape: keep it escaped
+                return json.dumps(json.loads(text)).encode("ascii"), True
+    except (ValueError, RecursionError):  # not JSON (or nested too deep to walk): masked as text
+        pass
+    return mask_card_numbers(data)
+
+
 def mask_attributes(attributes: Mapping[str, str]) -> tuple[dict[str, str], bool]:
-    """The attribute values masked the same way (names are kept), and whether any was."""
+    """The attributes with their names and values masked as text, and whether any was."""
     masked: dict[str, str] = {}
     changed = False
     for name, value in attributes.items():
-        new, was = mask_card_numbers(value.encode("utf-8"))
-        masked[name] = new.decode("utf-8") if was else value
-        changed = changed or was
+        new_name, name_masked = _mask_text(name)
+        new_value, value_masked = _mask_text(value)
+        masked[new_name] = new_value
+        changed = changed or name_masked or value_masked
     return masked, changed

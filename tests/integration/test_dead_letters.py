@@ -137,6 +137,35 @@ def test_a_dead_letter_with_an_old_or_odd_first_publish_time_is_deferred_not_cyc
     assert topics.is_empty(PAYMENTS_DLQ)
 
 
+def test_a_waiting_payment_whose_date_looks_like_a_card_number_is_applied_as_it_was_sent(
+    run_script, topics: Topics, cql: Session, first_id: int
+) -> None:
+    when = "2026-03-01 000200"  # valid ISO-8601; its 14 digits pass the Luhn check
+    topics.publish_json(PAYMENTS, [payment(first_id, payment_datetime=when)])  # before its order
+    consume_payments(run_script, topics)
+    topics.publish_json(ORDERS, [order(first_id)])
+    orders = run_script("order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ, "--exit-after-idle", 3))
+    assert orders.wait(120) == 0, orders.output()
+    replay = replay_until_idle(run_script, topics, idle=5)
+    assert final_counts(replay.output())["applied"] == 1, replay.output()
+    row = cql.execute("SELECT payment_datetime FROM orders_payments_facts WHERE order_id = %s", (first_id,)).one()
+    assert row.payment_datetime == when
+
+
+def test_a_message_with_pub_subs_maximum_of_attributes_is_dead_lettered_with_as_many(
+    run_script, topics: Topics, first_id: int
+) -> None:
+    attributes = {f"a{i:03}": "v" for i in range(100)}
+    topics.publish(PAYMENTS, b"not json", attributes)
+    payments = consume_payments(run_script, topics)
+    assert final_counts(payments.output())["dead_lettered"] == 1, payments.output()
+    [dead] = topics.drain(PAYMENTS_DLQ, expected=1)
+    dead_attributes = dict(dead.message.attributes)
+    assert len(dead_attributes) == 99 and dead_attributes["error"] == "invalid_json"
+    kept = sorted(name for name in dead_attributes if name.startswith("a"))
+    assert kept == sorted(attributes)[: len(kept)] and dead_attributes["dropped_attributes"] == str(100 - len(kept))
+
+
 def test_a_card_number_never_reaches_a_dead_letter(run_script, topics: Topics, first_id: int) -> None:
     invalid = json.dumps(payment(first_id, card_last_four=CARD)).encode()
     topics.publish(PAYMENTS, invalid, {"note": "card 4111 1111 1111 1111", "trace": "t-1"})

@@ -301,3 +301,77 @@ def test_a_dead_letter_without_a_card_number_is_unchanged_and_unmarked():
     masked, attributes = redact_dead_letter(data, dead_letter({"trace": "abc"}))
     assert masked == data
     assert "redacted" not in attributes and attributes["trace"] == "abc"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # A payment valid as it is, waiting for its order: its dates must stay applicable.
+        b'{"payment_id": 1, "order_id": 2, "payment_datetime": "2026-03-01 000200"}',
+        b'{"payment_id": 1, "order_id": 2, "payment_datetime": "2026-03-01T12:00:00.4111111111111111"}',
+        b'{"order_id": 2, "creation_date": "2026-03-01 000200"}',
+    ],
+)
+def test_a_valid_date_field_is_not_taken_for_a_card_number(data):
+    masked, attributes = redact_dead_letter(data, dead_letter())
+    assert masked == data and "redacted" not in attributes
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        # Only a top-level id field holds an id; the same name nested is anyone's field.
+        (
+            b'{"order_id": 1, "extra": {"order_id": 4111111111111111}}',
+            b'{"order_id": 1, "extra": {"order_id": "************1111"}}',
+        ),
+        # Not JSON: nothing in it is an id.
+        (b'{"payment_id": 4111111111111111', b'{"payment_id": ************1111'),
+        # Escaped digits are digits to whoever decodes the JSON.
+        (
+            b'{"payment_method": "\\u0034111111111111111"}',
+            b'{"payment_method": "************1111"}',
+        ),
+        # A repeated name: the value JSON readers drop is masked too.
+        (b'{"item": "4111111111111111", "item": "x"}', b'{"item": "************1111", "item": "x"}'),
+        # A date field that is no date is text like any other.
+        (b'{"payment_datetime": "4111111111111111"}', b'{"payment_datetime": "************1111"}'),
+    ],
+)
+def test_a_card_number_anywhere_but_a_top_level_id_or_date_is_masked(data, expected):
+    masked, attributes = redact_dead_letter(data, dead_letter())
+    assert (masked, attributes["redacted"]) == (expected, "card_number")
+
+
+def test_a_card_number_in_an_attribute_name_or_an_id_like_value_is_masked():
+    original = {"4111111111111111": "x", "note": '"order_id": 4111111111111111'}
+    _, attributes = redact_dead_letter(b"{}", dead_letter(original))
+    assert attributes["************1111"] == "x" and "4111111111111111" not in attributes
+    assert attributes["note"] == '"order_id": ************1111'
+    assert attributes["redacted"] == "card_number"
+
+
+def test_a_dead_letter_never_has_more_attributes_than_pub_sub_takes():
+    original = {f"a{i:03}": "v" for i in range(100)}  # Pub/Sub's maximum on the source message
+    _, attributes = redact_dead_letter(b'"4111111111111111"', dead_letter(original))  # + redacted
+    assert len(attributes) == 100
+    assert attributes["error"] == "order_not_found" and attributes["redacted"] == "card_number"
+    kept = [name for name in attributes if name.startswith("a")]
+    assert kept == [f"a{i:03}" for i in range(len(kept))]  # the first names kept, in order
+    assert attributes["dropped_attributes"] == str(100 - len(kept))
+
+
+def test_a_publisher_cannot_claim_a_first_publish_time_on_an_input_topic():
+    # The attribute Pub/Sub's dead-letter policy sets, claimed by whoever published the payment.
+    original = {POLICY: "2020-01-01T00:00:00+00:00", "CloudPubSubDeadLetterSourceSubscription": "x"}
+    attributes = dead_letter(original)
+    assert not [name for name in attributes if name.startswith("CloudPubSubDeadLetter")]
+    assert event_time(NOW, attributes, from_dead_letters=True, now=NOW) == FIRST_PUBLISHED
+
+
+def test_a_dead_letter_from_a_dead_letter_topic_stays_within_the_limit_whatever_its_names():
+    original = {f"CloudPubSubDeadLetter{i:03}": "v" for i in range(98)} | {POLICY: FIRST_PUBLISHED.isoformat()}
+    attributes = dead_letter(original, from_dead_letters=True)
+    assert len(attributes) == 99 and attributes[POLICY] == FIRST_PUBLISHED.isoformat()
+    # 98 of theirs + 7 of ours (6 added, and the policy's publish time) = 105; room for 98 + 1.
+    assert attributes["dropped_attributes"] == "7"

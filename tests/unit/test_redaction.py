@@ -6,13 +6,14 @@ under test, so a bug in one is not hidden by the same bug in the other.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ecom_pipeline.redaction import mask_attributes, mask_card_numbers
+from ecom_pipeline.redaction import mask_attributes, mask_card_numbers, mask_message
 from tests.unit.test_mockdata import luhn_valid
 
 RUN = re.compile(r"\d(?:[ -]?\d)*")
@@ -51,8 +52,6 @@ def test_card_numbers_are_masked_to_their_last_four(data, expected):
         b'{"payment_id": 707, "card_last_four": "0042"}',
         b"4111111111111113",  # no stretch of it passes the Luhn check
         b"411111111111",  # twelve digits
-        b'{"order_id": 4111111111111111}',  # the value of an id field is an id
-        b'{"payment_id":  4111111111111111, "customer_id":4111111111111111}',
         b"\xff\xfe not utf-8 at all",
         b"",
     ],
@@ -61,14 +60,30 @@ def test_what_is_no_card_number_is_left_as_it_is(data):
     assert mask_card_numbers(data) == (data, False)
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"order_id": 4111111111111111}',  # the value of a top-level id field is an id
+        b'{"payment_id":  4111111111111111, "customer_id":4111111111111111}',  # kept byte for byte
+        b'{"payment_id": 707, "card_last_four": "0042"}',
+    ],
+)
+def test_a_message_whose_only_card_like_numbers_are_its_ids_is_left_as_it_is(data):
+    assert mask_message(data) == (data, False)
+
+
 def test_an_id_field_name_does_not_shield_a_card_in_a_string():
-    assert mask_card_numbers(b'{"order_id": "4111111111111111"}') == (b'{"order_id": "************1111"}', True)
+    assert mask_message(b'{"order_id": "4111111111111111"}') == (b'{"order_id": "************1111"}', True)
 
 
-def test_attribute_values_are_masked_and_names_kept():
+def test_as_text_an_id_field_name_shields_nothing():
+    assert mask_card_numbers(b'{"order_id": 4111111111111111}') == (b'{"order_id": ************1111}', True)
+
+
+def test_attribute_names_and_values_are_masked():
     masked, changed = mask_attributes({"note": "4111111111111111", "4111111111111111": "name", "ok": "1"})
     assert changed
-    assert masked == {"note": "************1111", "4111111111111111": "name", "ok": "1"}
+    assert masked == {"note": "************1111", "************1111": "name", "ok": "1"}
 
 
 cards = st.sampled_from(["4111111111111111", "5500000000000004", "378282246310005", "6011111111111117"])
@@ -102,3 +117,23 @@ def test_masking_never_fails_and_only_ever_replaces_digits_by_stars(data):
     assert len(masked) == len(data)
     assert changed == (masked != data)
     assert all(a == b or (chr(a).isdigit() and b == ord("*")) for a, b in zip(data, masked, strict=True))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | texts_with_cards() | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(texts_with_cards() | st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    value=st.dictionaries(st.text(max_size=5) | texts_with_cards(), json_values, max_size=4), ascii_only=st.booleans()
+)
+def test_no_card_number_survives_in_what_a_json_reader_sees(value, ascii_only):
+    data = json.dumps(value, ensure_ascii=ascii_only).encode()  # escaped (\u0034...) or not
+    masked, _ = mask_message(data)
+    seen = json.loads(masked, object_pairs_hook=list)  # repeated names too
+    assert surviving_cards(json.dumps(seen, ensure_ascii=False)) == []
