@@ -29,9 +29,21 @@ from .policy import (
 )
 from .pubsub_io import Received
 
-__all__ = ["ORDER_NOT_FOUND", "Clock", "Handler", "OrderHandler", "PaymentHandler", "ReplayHandler"]
+__all__ = [
+    "ORDER_NOT_FOUND",
+    "REASONS",
+    "UNEXPECTED_FAILURE",
+    "Clock",
+    "Handler",
+    "OrderHandler",
+    "PaymentHandler",
+    "ReplayHandler",
+]
 
 ORDER_NOT_FOUND = "order_not_found"
+UNEXPECTED_FAILURE = "unexpected_failure"
+# Every reason a dead letter of this pipeline can carry (a metric label: a bounded set).
+REASONS = frozenset({"invalid_encoding", "invalid_json", "invalid_message", ORDER_NOT_FOUND, UNEXPECTED_FAILURE})
 Clock = Callable[[], datetime]
 
 
@@ -203,4 +215,5 @@ def _renewal(message: Received, outcome: Outcome) -> DeadLetter:
     if isinstance(outcome, DeadLetter):
         return outcome
     reason = outcome.reason if isinstance(outcome, Fail) else repr(outcome)
-    return DeadLetter(message.attributes.get("error") or "unexpected_failure", reason)
+    code = message.attributes.get("error", "")
+    return DeadLetter(code if code in REASONS else UNEXPECTED_FAILURE, reason)

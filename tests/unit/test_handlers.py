@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from ecom_pipeline.errors import StoreError, TransientStoreError
-from ecom_pipeline.handlers import ORDER_NOT_FOUND, OrderHandler, PaymentHandler, ReplayHandler
+from ecom_pipeline.handlers import ORDER_NOT_FOUND, REASONS, OrderHandler, PaymentHandler, ReplayHandler
 from ecom_pipeline.policy import Applied, DeadLetter, Defer, Fail, Outcome, Retry
 from ecom_pipeline.pubsub_io import Received
 from tests.unit.conftest import PUBLISH_TIME, FakeFactStore, encode, micros, order_dict, payment_dict, received
@@ -275,6 +275,23 @@ def test_replay_handler_ignores_a_first_publish_time_outside_the_calendar_in_utc
     message = payment_message(7, 101, attributes={"source_publish_time": "0001-01-01T00:00:00+14:00"})
     assert ReplayHandler(store, now=lambda: NOW).handle([message]) == [Applied()]
     assert store.updated[0][2] == micros(PUBLISH_TIME)
+
+
+@pytest.mark.parametrize(("claimed", "code"), [("invalid_json", "invalid_json"), ("x" * 1000, "unexpected_failure")])
+def test_a_renewal_keeps_a_known_reason_and_no_reason_a_publisher_made_up(claimed, code):
+    # The reason becomes a metric label: whoever publishes to the dead-letter topic must not be
+    # able to create a series per message.
+    old = NOW - timedelta(days=6, seconds=1)
+    store = FakeFactStore(existing={101}, update_errors={101: StoreError("InvalidRequest: odd")})
+    message = payment_message(8, 101, publish_time=old, attributes={"error": claimed})
+    assert ReplayHandler(store, now=lambda: NOW).handle([message]) == [DeadLetter(code, "InvalidRequest: odd")]
+
+
+def test_every_reason_the_handlers_give_is_a_known_one():
+    store = FakeFactStore(existing={101})
+    batch = [received(data) for data in (b"\xff", b"{", b"[]", b"{}")] + [payment_message(1, 999)]
+    outcomes = PaymentHandler(store).handle(batch) + OrderHandler(store).handle(batch[:4])
+    assert {dead(o).code for o in outcomes} == set(REASONS) - {"unexpected_failure"}
 
 
 def test_replay_handler_writes_a_replayed_payment_with_its_first_publish_time():
