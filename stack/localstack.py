@@ -53,6 +53,11 @@ def is_loopback(host: str) -> bool:
 log = logging.getLogger("localstack")
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only (`str.isdigit` also takes other scripts' digits, which int() reads)."""
+    return text.isascii() and text.isdigit()
+
+
 @dataclass(frozen=True)
 class Endpoints:
     """Where the services are expected, from the same variables the pipeline reads."""
@@ -70,13 +75,13 @@ class Endpoints:
         cassandra_host = environ.get("CASSANDRA_HOSTS", "127.0.0.1").split(",")[0].strip()
         pubsub = environ.get("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085").strip()
         pubsub_host, _, pubsub_port = pubsub.rpartition(":")
-        if not pubsub_host or not pubsub_port.isdigit():
+        if not pubsub_host or not _digits(pubsub_port):
             raise SystemExit(f"PUBSUB_EMULATOR_HOST must be host:port (e.g. 127.0.0.1:8085), not {pubsub!r}")
         cassandra_port = environ.get("CASSANDRA_PORT", "9042").strip()
-        if not cassandra_port.isdigit():
+        if not _digits(cassandra_port):
             raise SystemExit(f"CASSANDRA_PORT must be a port number, not {cassandra_port!r}")
         nodes = environ.get("CASSANDRA_NODES", "1").strip() or "1"
-        if not nodes.isdigit() or not 1 <= int(nodes) <= MAX_NODES:
+        if not _digits(nodes) or not 1 <= int(nodes) <= MAX_NODES:
             raise SystemExit(f"CASSANDRA_NODES must be a number of nodes from 1 to {MAX_NODES}, not {nodes!r}")
         secure = environ.get("CASSANDRA_SECURE", "").strip()
         if secure not in ("", "0", "1"):

@@ -33,7 +33,14 @@ def test_a_bad_node_count_is_refused_with_its_name(nodes):
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("PUBSUB_EMULATOR_HOST", "localhost"), ("PUBSUB_EMULATOR_HOST", "127.0.0.1:80x"), ("CASSANDRA_PORT", "abc")],
+    [
+        ("PUBSUB_EMULATOR_HOST", "localhost"),
+        ("PUBSUB_EMULATOR_HOST", "127.0.0.1:80x"),
+        ("PUBSUB_EMULATOR_HOST", "127.0.0.1:\u0668\u0660\u0668\u0665"),  # digits, but not ASCII ones
+        ("CASSANDRA_PORT", "abc"),
+        ("CASSANDRA_PORT", "\u0669\u0660\u0664\u0662"),
+        ("CASSANDRA_NODES", "\u0663"),
+    ],
 )
 def test_a_mistyped_address_is_refused_with_its_name(name, value):
     with pytest.raises(SystemExit, match=f"{name} must be"):
