@@ -10,7 +10,8 @@ no field of ours holds, is masked whole but for its last four (a bounded amount 
 digit, however long the run a publisher sends).
 
 Data that is a JSON object is masked as JSON, value by value (escaped digits, nested objects,
-repeated names included), and written out again only if something was masked. Its top-level id
+repeated names included), and written out again, compact, only if something was masked (never
+longer than it was, but for a lone surrogate's escapes: Pub/Sub takes 10 MB). Its top-level id
 fields (integers: ids are bigints) and valid date fields are left alone, so that a payment
 waiting for its order stays applicable. Anything else is masked as text, with no exception.
 """
@@ -149,9 +150,9 @@ def _mask_json(value: object, top: bool = False) -> tuple[object, bool]:
 
 def _dump(value: object) -> str:
     if isinstance(value, _Object):
-        return "{" + ", ".join(f"{_dump(name)}: {_dump(item)}" for name, item in value) + "}"
+        return "{" + ",".join(f"{_dump(name)}:{_dump(item)}" for name, item in value) + "}"
     if isinstance(value, list):
-        return "[" + ", ".join(_dump(item) for item in value) + "]"
+        return "[" + ",".join(_dump(item) for item in value) + "]"
     if isinstance(value, _Number):
         return str(value)
     return json.dumps(value, ensure_ascii=False)
@@ -170,7 +171,7 @@ def mask_message(data: bytes) -> tuple[bytes, bool]:
             try:
                 return text.encode("utf-8"), True
             except UnicodeEncodeError:  # a lone surrogate, from a \ud800 escape: keep it escaped
-                return json.dumps(json.loads(text)).encode("ascii"), True
+                return json.dumps(json.loads(text), separators=(",", ":")).encode("ascii"), True
     except (ValueError, RecursionError):  # not JSON (or nested too deep to walk): masked as text
         pass
     return mask_card_numbers(data)
