@@ -170,7 +170,7 @@ class SubscriptionClient:
         for chunk in _chunks(ack_ids):
             try:
                 self._subscriber.acknowledge(subscription=self.path, ack_ids=chunk, timeout=RPC_TIMEOUT)
-            except google_exceptions.GoogleAPICallError as exc:
+            except google_exceptions.GoogleAPIError as exc:  # also RetryError: its retry gave up
                 log.warning("ack of %d messages failed, they will be redelivered: %s", len(chunk), exc)
 
     def modify_deadline(self, ack_ids: Sequence[str], seconds: int) -> None:
@@ -180,7 +180,7 @@ class SubscriptionClient:
                 self._subscriber.modify_ack_deadline(
                     subscription=self.path, ack_ids=chunk, ack_deadline_seconds=seconds, timeout=RPC_TIMEOUT
                 )
-            except google_exceptions.GoogleAPICallError as exc:
+            except google_exceptions.GoogleAPIError as exc:  # also RetryError: its retry gave up
                 log.warning("modify_ack_deadline(%ds) of %d messages failed: %s", seconds, len(chunk), exc)
 
     def nack(self, ack_ids: Sequence[str]) -> None:
@@ -320,7 +320,10 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         while not self._stopped.wait(self._tick):
-            self.extend_all()
+            try:
+                self.extend_all()
+            except Exception:  # one failed round must not end the keeping: the next one may work
+                log.exception("extending the leases failed; trying again in %.0f s", self._tick)
 
 
 class Prefetcher:

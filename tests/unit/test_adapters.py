@@ -295,3 +295,22 @@ def test_a_batch_refused_for_good_is_split_and_the_others_keep_their_outcome():
 @pytest.mark.parametrize(("rows", "per_batch"), [(1, 1), (50, 1), (51, 2), (300, 6), (1000, 20), (50_000, 20)])
 def test_a_call_is_spread_over_enough_batches_to_keep_the_node_busy(rows, per_batch):
     assert rows_per_batch(rows) == per_batch
+
+
+class UnreachableSubscriber:
+    """The generated client's acknowledge and modify_ack_deadline, after their default retry
+    gave up on an unreachable Pub/Sub: a RetryError, which is no GoogleAPICallError."""
+
+    def acknowledge(self, **_: object) -> None:
+        raise google_exceptions.RetryError("Timeout of 60.0s exceeded", cause=None)
+
+    def modify_ack_deadline(self, **_: object) -> None:
+        raise google_exceptions.RetryError("Timeout of 60.0s exceeded", cause=None)
+
+
+def test_an_ack_or_lease_change_that_gives_up_is_a_warning_not_an_exception(caplog):
+    client = pubsub_io.SubscriptionClient(UnreachableSubscriber(), "projects/p/subscriptions/s")  # type: ignore[arg-type]  # a fake of two calls
+    client.ack(["a"])
+    client.modify_deadline(["a"], 60)
+    client.nack(["a"])
+    assert [r.levelname for r in caplog.records] == ["WARNING"] * 3

@@ -464,6 +464,27 @@ def test_the_keeper_extends_held_messages_every_tick():
     assert all(sorted(ids) == ["a", "b"] and seconds == 60 for ids, seconds in subscription.deadlines)
 
 
+def test_the_keeper_survives_a_round_that_fails_and_extends_again_at_the_next():
+    subscription = FakeSubscription()
+    keeper = LeaseKeeper(subscription, deadline=60, tick=0.01)
+    keeper.hold(["a"])
+    rounds: list[int] = []
+    extended_again = threading.Event()
+
+    def fail_once() -> None:
+        rounds.append(1)
+        if len(rounds) == 1:
+            raise RuntimeError("whatever went wrong in one round")
+        extended_again.set()
+
+    subscription.on_modify = fail_once
+    keeper.start()
+    try:
+        assert extended_again.wait(5), "the keeper stopped after a failed round"
+    finally:
+        keeper.stop()
+
+
 @pytest.mark.parametrize(("leased_for", "extended"), [(0, True), (10, True), (59, True), (60, False), (600, True)])
 def test_arrival_sets_our_deadline_unless_a_pull_leases_for_exactly_that(leased_for, extended):
     """A pull leases for the subscription's own ack deadline: shorter, it is extended; longer, it
