@@ -309,7 +309,7 @@ class UnreachableSubscriber:
 
 
 def test_an_ack_or_lease_change_that_gives_up_is_a_warning_not_an_exception(caplog):
-    client = pubsub_io.SubscriptionClient(UnreachableSubscriber(), "projects/p/subscriptions/s")  # type: ignore[arg-type]  # a fake of two calls
+    client = pubsub_io.SubscriptionClient(UnreachableSubscriber(), "projects/p/subscriptions/s")
     client.ack(["a"])
     client.modify_deadline(["a"], 60)
     client.nack(["a"])
