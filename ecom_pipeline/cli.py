@@ -156,11 +156,14 @@ def configure_logging(level: str, tag: str = "", log_format: str = "text") -> No
     logging.getLogger("cassandra").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
 
 
-def stop_on_signals() -> threading.Event:
+def stop_on_signals(*, worker: bool = False) -> threading.Event:
     """An event set by SIGINT or SIGTERM: the scripts finish what is in flight and exit 0.
 
     A second signal raises KeyboardInterrupt: the consumer stops waiting, hands every message
     it holds back to Pub/Sub, and exits with FORCED_EXIT.
+
+    A `--workers` worker ignores SIGINT and stops on the SIGTERM its parent sends: a terminal's
+    Ctrl-C reaches the whole process group, and would otherwise count twice in each worker.
     """
     stop = threading.Event()
 
@@ -174,7 +177,7 @@ def stop_on_signals() -> threading.Event:
             raise KeyboardInterrupt
         log.info("%s received, stopping (send it again to force)", name)
 
-    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if worker else _stop)
     signal.signal(signal.SIGTERM, _stop)
     return stop
 
@@ -299,7 +302,7 @@ def run_consumer_script(options: ConsumerOptions, environ: Mapping[str, str]) ->
         return 1
     if options.workers > 1:
         return _run_workers(options, pubsub, cassandra)
-    return _run_one(options, pubsub, cassandra, serve_metrics=True)
+    return _run_one(options, pubsub, cassandra)
 
 
 def _serve_metrics(address: str, port: int, health: Health | None) -> Callable[[], None]:
@@ -325,10 +328,11 @@ def _run_one(
     pubsub: PubSubSettings,
     cassandra: CassandraSettings,
     results: multiprocessing.SimpleQueue[ConsumerStats] | None = None,
-    *,
-    serve_metrics: bool,
 ) -> int:
-    stop = stop_on_signals()
+    """One consumer: the script itself, or a `--workers` worker (`results`: where its stats go;
+    the parent serves the metrics)."""
+    worker = results is not None
+    stop = stop_on_signals(worker=worker)
     stop_server = None
     try:
         metrics = health = None
@@ -336,7 +340,7 @@ def _run_one(
             metrics = consumer_metrics(SCRIPTS[options.kind], options.settings.subscription)
             # Stuck: no round of the loop for three times the longest a healthy round takes.
             health = Health(liveness_window=3 * max(PULL_TIMEOUT, cassandra.request_timeout))
-            if serve_metrics:
+            if not worker:
                 stop_server = _serve(options, health)
         stats = run_consumer(options.kind, pubsub, cassandra, options.settings, stop, metrics=metrics, health=health)
     except (ValueError, PipelineError, OSError) as exc:  # ValueError: a variable; OSError: the port
@@ -360,7 +364,7 @@ def _worker(
     results: multiprocessing.SimpleQueue[ConsumerStats],
 ) -> None:
     configure_logging(options.log_level, multiprocessing.current_process().name, options.log_format)
-    raise SystemExit(_run_one(options, pubsub, cassandra, results, serve_metrics=False))
+    raise SystemExit(_run_one(options, pubsub, cassandra, results))
 
 
 def _run_workers(options: ConsumerOptions, pubsub: PubSubSettings, cassandra: CassandraSettings) -> int:
@@ -396,9 +400,9 @@ def _run_workers(options: ConsumerOptions, pubsub: PubSubSettings, cassandra: Ca
 
     def _forward(signum: int, _frame: object) -> None:
         log.info("%s received, stopping %d workers", signal.Signals(signum).name, len(workers))
-        for worker in workers:
+        for worker in workers:  # SIGTERM, which the workers count, whatever came (see stop_on_signals)
             if worker.pid is not None and worker.exitcode is None:
-                os.kill(worker.pid, signum)
+                os.kill(worker.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGINT, _forward)
     signal.signal(signal.SIGTERM, _forward)

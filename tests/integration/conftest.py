@@ -222,8 +222,9 @@ def run_script(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
     """Start a top-level script; every script still running at the end of the test is killed."""
     started: list[Script] = []
 
-    def start(script: str, *args: object, env: dict[str, str] | None = None) -> Script:
-        """`script` is a top-level script's file name, or `-m` followed by a module and its arguments."""
+    def start(script: str, *args: object, env: dict[str, str] | None = None, new_session: bool = False) -> Script:
+        """`script` is a top-level script's file name, or `-m` followed by a module and its arguments.
+        `new_session`: in a process group of its own, as a terminal's foreground job is."""
         target = [] if script == "-m" else [str(ROOT / script)]
         log = tmp_path / f"{Path(script).stem or 'module'}-{len(started)}.log"
         with open(log, "wb") as out:
@@ -233,6 +234,7 @@ def run_script(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
                 env={**stack_env, **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=new_session,
             )
         started.append(Script(process, log))
         return started[-1]

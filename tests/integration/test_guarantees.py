@@ -168,6 +168,20 @@ def test_a_message_that_keeps_failing_unexpectedly_ends_in_the_dlq_after_the_pol
         cluster.shutdown()
 
 
+def test_one_ctrl_c_in_a_terminal_stops_the_workers_gracefully(
+    run_script, topics: Topics, cql: Session, first_id: int
+) -> None:
+    total = 1000
+    topics.publish_json(ORDERS, [order(first_id + i) for i in range(total)])
+    args = consumer_args(topics, ORDERS, ORDERS_DLQ, "--workers", 2, "--batch-size", 100)
+    consumer = run_script("order_data_consumer.py", *args, new_session=True)
+    wait_for(lambda: count_rows(cql, first_id, total) == total, 120, f"{total} rows written by two workers")
+    # A terminal's Ctrl-C signals its whole foreground process group: the script and its workers.
+    os.killpg(consumer.process.pid, signal.SIGINT)
+    assert consumer.wait(60) == 0, consumer.output()
+    assert "forced exit" not in consumer.output()
+
+
 def test_workers_share_a_subscription_and_stop_together_on_sigterm(
     run_script, topics: Topics, cql: Session, first_id: int
 ) -> None:

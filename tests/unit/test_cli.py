@@ -122,6 +122,19 @@ def test_a_second_signal_forces_the_exit():
         signal.signal(signal.SIGINT, previous[1])
 
 
+def test_a_worker_ignores_sigint_and_stops_on_the_parents_sigterm():
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        stop = cli.stop_on_signals(worker=True)
+        os.kill(os.getpid(), signal.SIGINT)  # a terminal's Ctrl-C, which the parent also got
+        assert not stop.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)  # what the parent forwards
+        assert stop.is_set()
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+
+
 def test_json_logs_are_one_object_per_line_with_what_cloud_logging_reads():
     record = logging.LogRecord(
         "ecom_pipeline.consumer", logging.WARNING, __file__, 1, "retry %d in %.1f s", (2, 0.5), None
