@@ -231,18 +231,26 @@ class Consumer:
         return self.stats
 
     def _release_all(self, prefetcher: Prefetcher) -> None:
-        """At exit, hand back everything still leased: pulled ahead, or in the batches of workers
-        a forced exit did not wait for; then what was deferred."""
-        prefetcher.stop()
-        unsettled = self._leases.held()
-        if unsettled:
-            log.info("stopping: handing %d pulled, unsettled messages back to Pub/Sub", len(unsettled))
-            self._hand_back_ids(unsettled)
+        """At exit, hand back everything still leased: what was deferred, what was pulled ahead
+        or is in the batches of workers a forced exit did not wait for, and then what the pulls
+        under way bring. Those are waited for (up to a pull's timeout), and a second signal may
+        cut that wait short: everything held before it is handed back first, and after it too."""
         deferred = self._still_deferred()
         if deferred:
             log.info("stopping: handing %d deferred messages back to Pub/Sub", len(deferred))
             self._subscription.nack(deferred)
-        self._leases.stop()
+        self._hand_back_held()
+        try:
+            prefetcher.stop()
+        finally:
+            self._hand_back_held()
+            self._leases.stop()
+
+    def _hand_back_held(self) -> None:
+        unsettled = self._leases.held()
+        if unsettled:
+            log.info("stopping: handing %d pulled, unsettled messages back to Pub/Sub", len(unsettled))
+            self._hand_back_ids(unsettled)
 
     def _work(self, worker: int, prefetcher: Prefetcher, take_timeout: float) -> None:
         """One batch worker: take a batch, settle it, repeat until halted."""

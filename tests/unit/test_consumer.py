@@ -433,6 +433,45 @@ def test_a_second_signal_while_waiting_for_a_batch_hands_everything_back():
         signal.signal(signal.SIGINT, previous)
 
 
+def test_a_second_signal_while_the_last_pulls_end_still_hands_everything_back():
+    """After a graceful stop has joined the workers, it waits for the pulls under way (up to a
+    pull's timeout): a second signal then must not skip handing back what was deferred."""
+    batch = messages(4)
+    idle_pull = threading.Event()
+
+    class SlowPull(FakeSubscription):
+        def pull(self, max_messages: int, timeout: float) -> list[Received]:
+            with self.lock:
+                taken, self.to_pull = self.to_pull[:max_messages], self.to_pull[max_messages:]
+            if not taken:
+                idle_pull.set()
+                threading.Event().wait(8)  # a long poll that brings nothing
+            return taken
+
+    subscription = SlowPull(to_pull=list(batch))
+    stop = threading.Event()
+    handler = ScriptedHandler([Defer(600)] * 2, [Defer(600)] * 2)
+    loop = consumer(subscription, handler, stop=stop, batch_size=2, exit_after_idle=None)
+
+    def two_signals() -> None:
+        wait_for_calls = threading.Event()
+        while len(subscription.set_to(600)) < 4 or not idle_pull.is_set():
+            wait_for_calls.wait(0.01)
+        stop.set()  # the first signal: a graceful stop
+        wait_for_calls.wait(1.5)  # the workers are joined; the stop now waits for the pulls
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # see the test above
+    try:
+        threading.Thread(target=two_signals, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            loop.run()
+        assert sorted(subscription.nacked()) == sorted(acks(batch))
+        assert loop._leases.held() == set()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_the_idle_exit_waits_for_a_batch_still_being_retried():
     """Nothing new arrives while one batch retries for longer than the idle limit: the consumer
     must finish that batch, not exit and hand it back."""
