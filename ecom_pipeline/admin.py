@@ -21,7 +21,7 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
 
 from . import cli
-from .cassandra_io import TABLE, connect, connect_session
+from .cassandra_io import TABLE, connect, connect_session, translate_error
 from .config import (
     ORDERS_DLQ_TOPIC,
     ORDERS_TOPIC,
@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+LONGEST_LEASE = 600  # seconds: the longest ack deadline Pub/Sub grants
 SCHEMA = Path(__file__).resolve().parent.parent / "schema.cql"
 _ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 MAX_DELIVERY_ATTEMPTS = 5
@@ -226,9 +227,9 @@ def count_waiting(settings: PubSubSettings, subscription: str, limit: int = 1_00
                 first = event_time(message.publish_time, message.attributes, from_dead_letters=True, now=now)
                 oldest = first if oldest is None else min(oldest, first)
             # Keep what is counted leased until the end, so it is not counted twice.
-            source.modify_deadline(ack_ids, 120)
-        source.nack(seen)
+            source.modify_deadline(ack_ids, LONGEST_LEASE)
     finally:
+        source.nack(seen)  # whatever stopped the count: nothing counted stays leased
         source.close()
     return Waiting(len(seen), oldest)
 
@@ -248,6 +249,8 @@ def audit(pubsub: PubSubSettings, cassandra: CassandraSettings, first_id: int, l
             if row is not None:
                 rows += 1
                 paid += row.payment_id is not None
+    except Exception as exc:  # the driver's own errors (a read timeout, a node gone), as ours
+        raise translate_error(exc) from exc
     finally:
         store.close()
     report: dict[str, object] = {"orders_in_range": last_id - first_id + 1, "rows": rows, "rows_with_payment": paid}
@@ -260,12 +263,14 @@ def audit(pubsub: PubSubSettings, cassandra: CassandraSettings, first_id: int, l
     return report
 
 
-def requeue(pubsub: PubSubSettings, subscription: str, topic: str, limit: int) -> int:
+def requeue(pubsub: PubSubSettings, subscription: str, topic: str, limit: int) -> tuple[int, int]:
     """Publish up to `limit` dead letters back to an input topic, with their original attributes
-    (those the dead-lettering added removed), acking each only once it is published; how many."""
+    (those the dead-lettering added removed), acking each only once it is published: how many
+    were moved, and how many the topic refused (those stay in the dead-letter subscription)."""
     source = connect_subscriber(pubsub, subscription)
     target = connect_sync_publisher(pubsub, topic)
     moved = 0
+    refused: list[str] = []
     try:
         source.ack_deadline()  # both exist: one clear line otherwise
         target.check()
@@ -276,12 +281,18 @@ def requeue(pubsub: PubSubSettings, subscription: str, topic: str, limit: int) -
             refusals = target.publish([(m.data, original_attributes(m.attributes)) for m in batch])
             published = [m.ack_id for m, refusal in zip(batch, refusals, strict=True) if refusal is None]
             source.ack(published)
-            source.nack([m.ack_id for m, refusal in zip(batch, refusals, strict=True) if refusal is not None])
             moved += len(published)
+            for message, refusal in zip(batch, refusals, strict=True):
+                if refusal is not None:
+                    log.error("%s refused message %s: %s", topic, message.message_id, refusal)
+                    # Leased until the end: handed back now, it would be pulled again at once.
+                    source.modify_deadline([message.ack_id], LONGEST_LEASE)
+                    refused.append(message.ack_id)
     finally:
+        source.nack(refused)
         target.close()
         source.close()
-    return moved
+    return moved, len(refused)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,11 +347,14 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
     if args.command == "requeue":
         try:
-            moved = requeue(pubsub, args.subscription, args.topic, args.max)
+            moved, refused = requeue(pubsub, args.subscription, args.topic, args.max)
         except PipelineError as exc:
             log.error("%s", exc)
             return 1
         print(f"requeued {moved} messages from {args.subscription} to {args.topic}")
+        if refused:
+            log.error("%s refused %d messages; they stay in %s", args.topic, refused, args.subscription)
+            return 1
         return 0
     try:
         report = audit(pubsub, cassandra, args.first_id, args.last_id)

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 
 import pytest
+from cassandra import ReadTimeout
 
+from ecom_pipeline import admin
 from ecom_pipeline.admin import (
     SCHEMA,
     pipeline_role_statements,
     pipeline_subscriptions,
     replication_factor_from,
     replication_statement,
+    requeue,
     schema_statements,
 )
+from ecom_pipeline.config import CassandraSettings, PubSubSettings
+from ecom_pipeline.errors import TransientStoreError
 from ecom_pipeline.messages import ORDER_COLUMNS, PAYMENT_COLUMNS
-from tests.unit.conftest import ROOT
+from ecom_pipeline.pubsub_io import Received
+from tests.unit.conftest import ROOT, received
 
 # The design's table, column by column, in order.
 DESIGN_COLUMNS = {
@@ -172,3 +179,83 @@ def test_the_pipelines_role_may_select_and_modify_the_fact_table_and_nothing_els
 def test_a_role_name_that_is_not_a_plain_identifier_is_refused(role):
     with pytest.raises(ValueError, match="CASSANDRA_PIPELINE_ROLE must be a plain CQL identifier"):
         pipeline_role_statements("ecom_store", role)
+
+
+# --- requeue and audit, over fakes of the pipeline's own Pub/Sub and Cassandra adapters ---------
+
+
+class RedeliveringSource:
+    """A dead-letter subscription: what is nacked (or never acked) is pulled again."""
+
+    def __init__(self, messages: list[Received]) -> None:
+        self.waiting = list(messages)
+        self.acked: list[str] = []
+        self.nacked: list[str] = []
+        self.leased: set[str] = set()
+        self.pulls = 0
+
+    def ack_deadline(self) -> int:
+        return 60
+
+    def pull(self, max_messages: int, timeout: float) -> list[Received]:
+        self.pulls += 1
+        assert self.pulls < 100, "requeue pulls the same messages again and again"
+        batch = [m for m in self.waiting if m.ack_id not in self.leased][:max_messages]
+        return batch
+
+    def ack(self, ack_ids: Sequence[str]) -> None:
+        self.acked.extend(ack_ids)
+        self.waiting = [m for m in self.waiting if m.ack_id not in ack_ids]
+
+    def modify_deadline(self, ack_ids: Sequence[str], seconds: int) -> None:
+        if seconds == 0:
+            self.nacked.extend(ack_ids)
+            self.leased -= set(ack_ids)
+        else:
+            self.leased |= set(ack_ids)
+
+    def nack(self, ack_ids: Sequence[str]) -> None:
+        self.modify_deadline(ack_ids, 0)
+
+    def close(self) -> None:
+        pass
+
+
+class RefusingTarget:
+    """An input topic that refuses, for good, messages whose data is b"refused"."""
+
+    def check(self) -> None:
+        pass
+
+    def publish(self, messages: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[str | None]:
+        return [
+            "InvalidArgument: does not match the topic's schema" if data == b"refused" else None for data, _ in messages
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+def test_requeue_ends_and_leaves_what_the_topic_refuses_in_the_dead_letter_subscription(monkeypatch):
+    dead = [received(data, message_id=f"m{i}") for i, data in enumerate([b"ok", b"refused", b"ok"])]
+    source = RedeliveringSource(dead)
+    monkeypatch.setattr(admin, "connect_subscriber", lambda *_: source)
+    monkeypatch.setattr(admin, "connect_sync_publisher", lambda *_: RefusingTarget())
+    assert requeue(PubSubSettings("p"), "dlq_orders_data-sub", "orders_data", limit=1000) == (2, 1)
+    assert sorted(source.acked) == ["ack-m0", "ack-m2"] and source.nacked == ["ack-m1"]
+
+
+def test_an_audit_whose_reads_fail_is_a_store_error(monkeypatch):
+    class Store:
+        session = type("Session", (), {"prepare": lambda self, _: None})()
+
+        def close(self) -> None:
+            pass
+
+    def timing_out(*_: object, **__: object) -> None:
+        raise ReadTimeout("Operation timed out", consistency=1, required_responses=1, received_responses=0)
+
+    monkeypatch.setattr(admin, "connect", lambda *_: Store())
+    monkeypatch.setattr(admin, "execute_concurrent_with_args", timing_out)
+    with pytest.raises(TransientStoreError, match="ReadTimeout"):
+        admin.audit(PubSubSettings("p"), CassandraSettings(), 1, 10)
