@@ -15,7 +15,7 @@ from .consumer import Consumer, ConsumerStats, DeadLetterFor
 from .errors import ServiceUnavailable, StoreError
 from .handlers import Handler, OrderHandler, PaymentHandler, ReplayHandler, Store
 from .metrics import ConsumerMetrics, Health
-from .policy import Backoff, DeadLetter, dead_letter_attributes, redact_dead_letter
+from .policy import REPLAY_MAX_DELAY, Backoff, DeadLetter, dead_letter_attributes, redact_dead_letter
 from .pubsub_io import Received, connect_subscriber, connect_sync_publisher
 
 __all__ = ["Kind", "run_consumer", "wait_until_ready"]
@@ -156,6 +156,8 @@ def run_consumer(
             leased_for=subscription_deadline,
             metrics=metrics,
             health=health,
+            # The dead-letter subscription has no dead-letter policy: a nack would come back at once.
+            defer_refused=REPLAY_MAX_DELAY if kind is Kind.REPLAY else None,
         )
         log.info("consuming %s, dead letters to %s", settings.subscription, settings.dead_letter_topic)
         stats = consumer.run()

@@ -157,8 +157,12 @@ class Consumer:
         leased_for: int = 0,
         metrics: ConsumerMetrics | None = None,
         health: Health | None = None,
+        defer_refused: int | None = None,
     ) -> None:
+        """`defer_refused`: seconds to defer a message whose dead letter Pub/Sub refuses for good,
+        instead of nacking it; for a subscription with no dead-letter policy to cap redeliveries."""
         self._subscription = subscription
+        self._defer_refused = defer_refused
         self._handler = handler
         self._dead_letters = dead_letters
         self._settings = settings
@@ -347,10 +351,14 @@ class Consumer:
             self._defer(messages, seconds)
         for message, reason in settlement.failed:
             log.error("message %s failed: %s", message.message_id, reason)
+        deferred = sum(len(m) for m in settlement.deferred.values())
+        if self._defer_refused is not None and refused:
+            self._defer(refused, self._defer_refused)
+            deferred, refused = deferred + len(refused), []
         self._nack([message for message, _ in settlement.failed] + refused)
         if self._health is not None:  # readiness: a transient store failure means Cassandra is not
             self._health.set_ready(cassandra=not settlement.retry, pubsub=not unpublished if settlement.dead else None)
-        return settlement.retry + unpublished, sum(len(m) for m in settlement.deferred.values())
+        return settlement.retry + unpublished, deferred
 
     def _publish_dead_letters(
         self, dead: list[tuple[Received, DeadLetter]]

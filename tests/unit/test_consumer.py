@@ -234,6 +234,28 @@ def test_a_dead_letter_refused_for_good_is_nacked_and_the_others_acked():
     assert (stats.nacked, sum(stats.dead_lettered.values())) == (1, 1)
 
 
+def test_on_a_subscription_without_a_dead_letter_policy_a_refused_dead_letter_is_deferred_not_nacked():
+    # The replay's dead-letter subscription: a nack there is redelivered at once, for ever.
+    batch = messages(2)
+    subscription = FakeSubscription(to_pull=list(batch))
+    dead = FakeDeadLetters(results=[["message too large", None]])
+    handler = ScriptedHandler([DeadLetter("order_not_found", "x"), DeadLetter("order_not_found", "y")])
+    loop = Consumer(
+        subscription,
+        handler,
+        dead,
+        settings(exit_after_idle=0.3),
+        threading.Event(),
+        dead_letter_for,
+        lease_tick=0.05,
+        defer_refused=600,
+    )
+    stats = loop.run()
+    assert subscription.nacked() == [batch[0].ack_id]  # handed back at exit, once
+    assert subscription.set_to(600) == [batch[0].ack_id] and subscription.acked == [batch[1].ack_id]
+    assert (stats.nacked, stats.deferred) == (0, 1)
+
+
 def test_a_fatal_dead_letter_error_hands_everything_back_and_stops_the_consumer():
     batch = messages(3)
     subscription = FakeSubscription(to_pull=list(batch))
