@@ -23,6 +23,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from google.api_core import exceptions as google_exceptions
+
 from .app import SCRIPTS, Kind, run_consumer
 from .config import (
     ORDERS_DLQ_TOPIC,
@@ -40,7 +42,7 @@ from .errors import PipelineError
 from .metrics import MULTIPROCESS_DIR, Health, consumer_metrics, producer_metrics, serve
 from .mockdata import MockData
 from .producer import publish
-from .pubsub_io import connect_publisher
+from .pubsub_io import connect_publisher, translate_error
 
 __all__ = [
     "FORCED_EXIT",
@@ -471,5 +473,7 @@ def run_producer_script(
     finally:
         if stop_server is not None:
             stop_server()
+    if isinstance(stats.fatal, google_exceptions.GoogleAPICallError):
+        log.error("%s", translate_error(stats.fatal, f"publish to {args.topic}", f"topic {args.topic}"))
     log.info("final: %s", stats.summary())
     return 1 if stats.failed or stats.published < stats.submitted else 0

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 
+from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
 
 from .metrics import ProducerMetrics
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 # Every `orphan_every`-th payment pays for an order this far ahead, one no producer has made
 # yet: it is dead-lettered, until orders from `--start-id 1000000001` arrive and the replay heals it.
 ORPHAN_ID_OFFSET = 1_000_000_000
+# Refusals that hold for every message: publishing more would only fail the same way.
+PERMANENT_ERRORS = (google_exceptions.NotFound, google_exceptions.PermissionDenied, google_exceptions.Unauthenticated)
 
 
 @dataclass
@@ -31,6 +34,7 @@ class ProducerStats:
     failed: int = 0
     started: float = field(default_factory=time.monotonic)
     metrics: ProducerMetrics | None = field(default=None, repr=False)
+    fatal: BaseException | None = None  # the first refusal no retry can change (a missing topic)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def done(self, future: futures.Future[str]) -> None:
@@ -45,6 +49,9 @@ class ProducerStats:
             failed = self.failed
             if self.metrics is not None:
                 self.metrics.failures.inc()
+            if isinstance(error, PERMANENT_ERRORS):
+                self.fatal = self.fatal or error
+                return  # one line says so, at the end
         if failed <= 10 or failed % 1000 == 0:
             log.error("publish failed (%d failures so far): %s", failed, error)
 
@@ -90,11 +97,12 @@ def publish(
     """Publish until `count` messages, or until `stop`; then flush and wait for confirmations.
 
     `rate` is messages per second (0: as fast as the publisher's batching and flow control allow).
+    A refusal that holds for every message (`stats.fatal`: a missing topic, no permission) stops it.
     """
     stats = ProducerStats(metrics=metrics)
     next_report = stats.started + report_every
     for data in messages:
-        if stop.is_set() or (count is not None and stats.submitted >= count):
+        if stop.is_set() or stats.fatal is not None or (count is not None and stats.submitted >= count):
             break
         if rate > 0:
             delay = stats.started + stats.submitted / rate - time.monotonic()

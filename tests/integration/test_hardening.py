@@ -254,3 +254,11 @@ def test_a_second_signal_forces_the_exit_while_a_write_hangs_and_nothing_is_lost
 def test_the_audit_with_a_service_down_says_so_in_one_line(run_script, env: dict[str, str], words: str) -> None:
     line = refusal(run_script("-m", "ecom_pipeline.admin", "audit", "--last-id", "10", env=env))
     assert words in line
+
+
+@pytest.mark.parametrize("script", ["order_data_producer.py", "payments_data_producer.py"])
+def test_a_producer_to_a_missing_topic_stops_with_one_line(run_script, script: str) -> None:
+    # No --count: before, it went on failing every publish until Ctrl-C.
+    producer = run_script(script, "--topic", "no_such_topic_here", "--rate", 0)
+    line = refusal(producer)
+    assert "no_such_topic_here" in line and "does not exist" in line

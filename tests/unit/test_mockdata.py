@@ -5,13 +5,16 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import threading
 from collections.abc import Iterator
+from concurrent import futures
 
 import pytest
+from google.api_core import exceptions as google_exceptions
 
 from ecom_pipeline.messages import parse_order, parse_payment
 from ecom_pipeline.mockdata import MockData
-from ecom_pipeline.producer import ORPHAN_ID_OFFSET, order_messages, payment_messages
+from ecom_pipeline.producer import ORPHAN_ID_OFFSET, order_messages, payment_messages, publish
 
 # A run of digits, possibly grouped by single spaces or dashes as card numbers are printed.
 DIGIT_RUN = re.compile(r"\d(?:[ -]?\d)*")
@@ -146,3 +149,34 @@ def test_no_message_of_either_producer_carries_a_card_number_whatever_the_seed(s
     texts = [m.decode() for m in take(payment_messages(mock, start_id=1, orphan_every=5), 200)]
     texts += [m.decode() for m in take(order_messages(mock, 1), 200)]
     assert [numbers for text in texts if (numbers := card_like_numbers(text))] == []
+
+
+class RefusingPublisher:
+    """The batching client's publish and stop, for a topic that does not exist: every future
+    fails with NotFound (as the client's do, on its own threads)."""
+
+    def __init__(self) -> None:
+        self.published = 0
+
+    def publish(self, topic: str, data: bytes) -> futures.Future[str]:
+        self.published += 1
+        future: futures.Future[str] = futures.Future()
+        future.set_exception(google_exceptions.NotFound(f"Topic not found: {topic}"))
+        return future
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_producer_stops_at_the_first_refusal_that_retrying_cannot_change():
+    publisher = RefusingPublisher()
+    stats = publish(
+        publisher,
+        "projects/p/topics/missing",
+        order_messages(MockData(1), 1),
+        count=None,  # before: every message failed, for ever, until Ctrl-C
+        rate=0,
+        stop=threading.Event(),
+    )
+    assert publisher.published == 1 and stats.failed == 1
+    assert isinstance(stats.fatal, google_exceptions.NotFound)
