@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app, multiprocess
@@ -153,7 +154,15 @@ def producer_metrics(script: str, topic: str) -> ProducerMetrics:
     return ProducerMetrics(REGISTRY, script, topic)
 
 
-class _IPv6Server(WSGIServer):
+class _Server(ThreadingMixIn, WSGIServer):
+    """A thread per connection, none waited for at exit: a client that connects and sends
+    nothing (a TCP probe) holds its own thread only, not the probes or the shutdown."""
+
+    daemon_threads = True
+    block_on_close = False
+
+
+class _IPv6Server(_Server):
     address_family = socket.AF_INET6
 
 
@@ -165,6 +174,8 @@ def _is_ipv6(address: str) -> bool:
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = 10  # seconds a connection may stay silent before it is closed
+
     def log_message(self, format: str, *args: object) -> None:  # wsgiref's own signature
         """Scrapes every few seconds are not worth a log line each."""
 
@@ -192,7 +203,7 @@ def serve(address: str, port: int, health: Health | None) -> Callable[[], None]:
         return metrics_app(environ, start_response)  # type: ignore[no-any-return]  # prometheus_client's app is untyped
 
     ipv6 = _is_ipv6(address)  # wsgiref's server is IPv4 only unless told otherwise
-    server_class = _IPv6Server if ipv6 else WSGIServer
+    server_class = _IPv6Server if ipv6 else _Server
     server = make_server(address, port, app, server_class=server_class, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
     thread.start()

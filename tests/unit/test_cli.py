@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import urllib.request
 
 import pytest
@@ -196,3 +197,21 @@ def test_the_metrics_endpoint_serves_on_an_ipv6_literal():
             assert (answer.status, answer.read()) == (200, b"ok\n")
     finally:
         stop()
+
+
+def test_a_silent_connection_neither_blocks_the_probes_nor_the_exit():
+    # A TCP probe or a port scanner that connects and sends nothing.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    stop = serve("127.0.0.1", port, None)
+    silent = socket.create_connection(("127.0.0.1", port))
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            assert (answer.status, answer.read()) == (200, b"ok\n")
+    finally:
+        stopping = threading.Thread(target=stop, daemon=True)
+        stopping.start()
+        stopping.join(5)
+        silent.close()
+    assert not stopping.is_alive(), "stopping the endpoint waited for the silent connection"
