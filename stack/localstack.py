@@ -181,13 +181,19 @@ class LocalService:
     start_timeout: float
 
     def pid(self) -> int | None:
-        """The recorded pid if that process is alive and is still ours, else None."""
+        """The recorded pid if that process is alive and is still ours, else None: its command
+        line has the marker, it runs in this checkout (another checkout's node has the same
+        marker, and a stale pid file may name it), and it leads its process group, as `spawn`
+        made it do."""
         try:
             pid = int(self.pid_file.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            cwd = Path(f"/proc/{pid}/cwd").resolve(strict=True)
+            leads = os.getpgid(pid) == pid
         except (OSError, ValueError):
             return None
-        return pid if self.cmdline_marker in cmdline else None
+        here = cwd == ROOT or ROOT in cwd.parents
+        return pid if self.cmdline_marker in cmdline and here and leads else None
 
     def spawn(self, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from stack.localstack import ROOT, Endpoints, cassandra_node, cluster_yaml, is_loopback
+from stack.localstack import ROOT, Endpoints, LocalService, cassandra_node, cluster_yaml, is_loopback
 
 
 def test_one_node_by_default_at_the_configured_host():
@@ -57,3 +60,24 @@ def test_a_cluster_node_listens_on_its_own_address_with_periodic_sync():
 @pytest.mark.parametrize(("host", "local"), [("127.0.0.3", True), ("localhost", True), ("10.0.0.3", False)])
 def test_the_whole_127_range_is_local(host, local):
     assert is_loopback(host) is local
+
+
+@pytest.mark.parametrize(
+    ("cwd", "new_session", "ours"), [("checkout", True, True), ("elsewhere", True, False), ("checkout", False, False)]
+)
+def test_a_recorded_pid_is_ours_only_if_it_runs_in_this_checkout_and_leads_its_group(tmp_path, cwd, new_session, ours):
+    """Another checkout's node has the same command-line marker: a stale pid file whose pid was
+    reused by it must not make `down` stop that node (nor `up` report it as this project's)."""
+    marker = "a-marker-of-this-test"
+    where = ROOT if cwd == "checkout" else tmp_path
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", marker], cwd=where, start_new_session=new_session
+    )
+    try:
+        pid_file = tmp_path / "service.pid"
+        pid_file.write_text(f"{process.pid}\n")
+        service = LocalService("service", pid_file, tmp_path / "service.log", marker, start_timeout=1)
+        assert service.pid() == (process.pid if ours else None)
+    finally:
+        process.kill()
+        process.wait()
