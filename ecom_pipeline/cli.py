@@ -389,7 +389,11 @@ def _run_workers(options: ConsumerOptions, pubsub: PubSubSettings, cassandra: Ca
     if options.metrics_port is not None:
         metrics_dir = tempfile.mkdtemp(prefix="ecom-pipeline-metrics-")
         os.environ[MULTIPROCESS_DIR] = metrics_dir  # inherited by the workers spawned below
-        health = Health(liveness_window=float("inf"), cassandra_up=lambda: all(w.is_alive() for w in workers))
+
+        def every_worker() -> bool:
+            return all(w.is_alive() for w in workers)
+
+        health = Health(liveness_window=float("inf"), cassandra_up=every_worker, processes_up=every_worker)
         health.set_ready(pubsub=True, cassandra=True)
         try:
             stop_server = _serve(options, health)

@@ -49,6 +49,7 @@ class Health:
 
     liveness_window: float
     cassandra_up: Callable[[], bool] = lambda: True  # asked at each probe: is a node connected?
+    processes_up: Callable[[], bool] = lambda: True  # asked at each probe: are the workers alive?
     last_round: float = field(default_factory=time.monotonic)
     pubsub_ready: bool = False
     cassandra_ready: bool = False
@@ -61,7 +62,8 @@ class Health:
 
     def alive(self) -> bool:
         with self._lock:
-            return time.monotonic() - self.last_round <= self.liveness_window
+            recent = time.monotonic() - self.last_round <= self.liveness_window
+        return recent and self.processes_up()
 
     def ready(self) -> bool:
         with self._lock:

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cassandra.cluster import Session
@@ -137,6 +138,27 @@ def test_with_two_workers_the_endpoint_reports_their_sum(
     combined = final_counts(consumer.output(), "final: 2 workers: ")
     assert (applied, received) == (combined["applied"], combined["received"])  # the sum of both workers
     assert "[worker-1]" in consumer.output() and "[worker-2]" in consumer.output()
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The `--workers` processes of a consumer: its children started by multiprocessing's spawn
+    (not its resource tracker)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def test_with_two_workers_the_liveness_probe_fails_once_a_worker_is_gone(run_script, topics: Topics) -> None:
+    port = free_port()
+    args = consumer_args(topics, ORDERS, ORDERS_DLQ, "--workers", 2, "--metrics-port", port)
+    consumer = run_script("order_data_consumer.py", *args)
+    wait_for(lambda: consumer.output().count("consuming") == 2, 120, "both workers consuming")
+    assert get(port, "/healthz")[0] == 200
+    pids = worker_pids(consumer.process.pid)
+    assert len(pids) == 2, pids
+    os.kill(pids[0], signal.SIGKILL)
+    wait_for(lambda: get(port, "/healthz")[0] == 503, 30, "/healthz to say 503 with a worker gone")
+    consumer.stop(signal.SIGTERM)
+    assert consumer.wait(60) == 1, consumer.output()  # a worker did not exit cleanly
 
 
 @pytest.fixture(scope="module")
