@@ -30,7 +30,7 @@ __all__ = [
 BIGINT_MAX = 2**63 - 1
 MAX_TEXT_LENGTH = 1000  # item, shipping_address
 MAX_LABEL_LENGTH = 100  # order_status, payment_method, payment_status
-MAX_DATE_LENGTH = 64
+MIN_DATE_LENGTH, MAX_DATE_LENGTH = 10, 64
 
 
 def _iso8601(value: str) -> str:
@@ -44,7 +44,7 @@ def _iso8601(value: str) -> str:
 _Id = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 _Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LENGTH)]
 _Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_LENGTH)]
-_IsoDate = Annotated[str, Field(min_length=10, max_length=MAX_DATE_LENGTH), AfterValidator(_iso8601)]
+_IsoDate = Annotated[str, Field(min_length=MIN_DATE_LENGTH, max_length=MAX_DATE_LENGTH), AfterValidator(_iso8601)]
 _STRICT = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 

@@ -23,6 +23,8 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 
+from .messages import MAX_DATE_LENGTH, MIN_DATE_LENGTH
+
 __all__ = ["MAX_DIGITS", "MIN_DIGITS", "luhn_valid", "mask_attributes", "mask_card_numbers", "mask_message"]
 
 MIN_DIGITS, MAX_DIGITS = 13, 19
@@ -113,9 +115,12 @@ class _Number(str):
 
 
 def _is_date(value: object) -> bool:
+    """A date the schema takes (fromisoformat alone takes any number of fraction digits)."""
+    if not isinstance(value, str) or not MIN_DATE_LENGTH <= len(value) <= MAX_DATE_LENGTH:
+        return False
     try:
-        datetime.fromisoformat(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        datetime.fromisoformat(value)
+    except ValueError:
         return False
     return True
 
@@ -148,14 +153,14 @@ def _mask_json(value: object, top: bool = False) -> tuple[object, bool]:
     return value, False  # true, false, null
 
 
-def _dump(value: object) -> str:
+def _dump(value: object, ascii_only: bool) -> str:
     if isinstance(value, _Object):
-        return "{" + ",".join(f"{_dump(name)}:{_dump(item)}" for name, item in value) + "}"
+        return "{" + ",".join(f"{_dump(name, ascii_only)}:{_dump(item, ascii_only)}" for name, item in value) + "}"
     if isinstance(value, list):
-        return "[" + ",".join(_dump(item) for item in value) + "]"
+        return "[" + ",".join(_dump(item, ascii_only) for item in value) + "]"
     if isinstance(value, _Number):
         return str(value)
-    return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=ascii_only)
 
 
 def mask_message(data: bytes) -> tuple[bytes, bool]:
@@ -167,11 +172,10 @@ def mask_message(data: bytes) -> tuple[bytes, bool]:
             masked, changed = _mask_json(decoded, top=True)
             if not changed:
                 return data, False
-            text = _dump(masked)
             try:
-                return text.encode("utf-8"), True
+                return _dump(masked, ascii_only=False).encode("utf-8"), True
             except UnicodeEncodeError:  # a lone surrogate, from a \ud800 escape: keep it escaped
-                return json.dumps(json.loads(text), separators=(",", ":")).encode("ascii"), True
+                return _dump(masked, ascii_only=True).encode("ascii"), True
     except (ValueError, RecursionError):  # not JSON (or nested too deep to walk): masked as text
         pass
     return mask_card_numbers(data)

@@ -336,6 +336,11 @@ def test_a_valid_date_field_is_not_taken_for_a_card_number(data):
         (b'{"item": "4111111111111111", "item": "x"}', b'{"item":"************1111","item":"x"}'),
         # A date field that is no date is text like any other.
         (b'{"payment_datetime": "4111111111111111"}', b'{"payment_datetime":"************1111"}'),
+        # ... and so is one longer than the schema takes (a date that can never be applied).
+        (
+            b'{"payment_datetime": "2026-03-01T12:00:00.' + b"0" * 40 + b'4111111111111111"}',
+            b'{"payment_datetime":"2026-03-01T12:00:00.' + b"*" * 52 + b'1111"}',
+        ),
     ],
 )
 def test_a_card_number_anywhere_but_a_top_level_id_or_date_is_masked(data, expected):

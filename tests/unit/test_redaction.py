@@ -144,3 +144,10 @@ def test_a_masked_json_message_is_never_longer_than_it_was():
     # unmasked by the subscription's dead-letter policy.
     data = b'{"a":"4111111111111111","b":[1,2,{"c":null}]}'
     assert mask_message(data) == (b'{"a":"************1111","b":[1,2,{"c":null}]}', True)
+
+
+def test_a_lone_surrogate_stays_escaped_and_repeated_names_and_numbers_stay_as_they_were():
+    data = b'{"n": 1.5e400, "item": "\\ud800 4111111111111111", "item": "\xc3\xa9"}'
+    masked, changed = mask_message(data)
+    assert changed
+    assert masked == b'{"n":1.5e400,"item":"\\ud800 ************1111","item":"\\u00e9"}'
