@@ -13,7 +13,8 @@ Data that is a JSON object is masked as JSON, value by value (escaped digits, ne
 repeated names included), and written out again, compact, only if something was masked (never
 longer than it was, but for a lone surrogate's escapes: Pub/Sub takes 10 MB). Its top-level id
 fields (integers: ids are bigints) and valid date fields are left alone, so that a payment
-waiting for its order stays applicable. Anything else is masked as text, with no exception.
+waiting for its order stays applicable. Anything else is masked as text, with no exception, and
+with JSON's escaped digits (`\u0034`) read as digits.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ _DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
 ID_FIELDS = frozenset({"order_id", "customer_id", "payment_id"})
 DATE_FIELDS = frozenset({"creation_date", "payment_datetime"})
 _INTEGER = re.compile(r"-?[0-9]+")
+_DIGIT_ESCAPE = re.compile(rb"\\u003([0-9])")
 
 
 def luhn_valid(digits: bytes) -> bool:
@@ -178,7 +180,9 @@ def mask_message(data: bytes) -> tuple[bytes, bool]:
                 return _dump(masked, ascii_only=True).encode("ascii"), True
     except (ValueError, RecursionError):  # not JSON (or nested too deep to walk): masked as text
         pass
-    return mask_card_numbers(data)
+    # As text, with JSON's escaped digits (\u0034) read as the digits a reader's tool shows.
+    masked, changed = mask_card_numbers(_DIGIT_ESCAPE.sub(rb"\1", data))
+    return (masked, True) if changed else (data, False)
 
 
 def mask_attributes(attributes: Mapping[str, str]) -> tuple[dict[str, str], bool]:

@@ -151,3 +151,15 @@ def test_a_lone_surrogate_stays_escaped_and_repeated_names_and_numbers_stay_as_t
     masked, changed = mask_message(data)
     assert changed
     assert masked == b'{"n":1.5e400,"item":"\\ud800 ************1111","item":"\\u00e9"}'
+
+
+def test_escaped_digits_in_what_is_not_json_are_masked_too():
+    # Not JSON (one brace short), but a reader's tool would still decode the escapes.
+    escaped = "".join(f"\\u003{digit}" for digit in "4111111111111111").encode()  # every digit escaped
+    data = b'{"payment_method": "' + escaped + b'", "x": 1'
+    assert mask_message(data) == (b'{"payment_method": "************1111", "x": 1', True)
+
+
+def test_escaped_digits_without_a_card_number_are_left_as_they_were():
+    data = b'{"note": "\\u0034\\u0032", "x": 1'
+    assert mask_message(data) == (data, False)
