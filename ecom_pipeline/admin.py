@@ -282,12 +282,14 @@ def requeue(pubsub: PubSubSettings, subscription: str, topic: str, limit: int) -
             published = [m.ack_id for m, refusal in zip(batch, refusals, strict=True) if refusal is None]
             source.ack(published)
             moved += len(published)
+            refused_now = []
             for message, refusal in zip(batch, refusals, strict=True):
                 if refusal is not None:
                     log.error("%s refused message %s: %s", topic, message.message_id, refusal)
-                    # Leased until the end: handed back now, it would be pulled again at once.
-                    source.modify_deadline([message.ack_id], LONGEST_LEASE)
-                    refused.append(message.ack_id)
+                    refused_now.append(message.ack_id)
+            # Leased until the end: handed back now, they would be pulled again at once.
+            source.modify_deadline(refused_now, LONGEST_LEASE)
+            refused.extend(refused_now)
     finally:
         source.nack(refused)
         target.close()

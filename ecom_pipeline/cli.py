@@ -23,8 +23,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from google.api_core import exceptions as google_exceptions
-
 from .app import SCRIPTS, Kind, run_consumer
 from .config import (
     ORDERS_DLQ_TOPIC,
@@ -477,7 +475,7 @@ def run_producer_script(
     finally:
         if stop_server is not None:
             stop_server()
-    if isinstance(stats.fatal, google_exceptions.GoogleAPICallError):
+    if stats.fatal is not None:
         log.error("%s", translate_error(stats.fatal, f"publish to {args.topic}", f"topic {args.topic}"))
     log.info("final: %s", stats.summary())
     return 1 if stats.failed or stats.published < stats.submitted else 0

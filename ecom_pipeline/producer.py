@@ -34,7 +34,7 @@ class ProducerStats:
     failed: int = 0
     started: float = field(default_factory=time.monotonic)
     metrics: ProducerMetrics | None = field(default=None, repr=False)
-    fatal: BaseException | None = None  # the first refusal no retry can change (a missing topic)
+    fatal: google_exceptions.GoogleAPICallError | None = None  # the first refusal no retry can change
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def done(self, future: futures.Future[str]) -> None:

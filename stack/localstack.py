@@ -192,8 +192,7 @@ class LocalService:
             leads = os.getpgid(pid) == pid
         except (OSError, ValueError):
             return None
-        here = cwd == ROOT or ROOT in cwd.parents
-        return pid if self.cmdline_marker in cmdline and here and leads else None
+        return pid if self.cmdline_marker in cmdline and cwd.is_relative_to(ROOT) and leads else None
 
     def spawn(self, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)

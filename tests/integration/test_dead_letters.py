@@ -130,6 +130,8 @@ def test_a_dead_letter_with_an_old_or_odd_first_publish_time_is_deferred_not_cyc
     topics.publish(PAYMENTS_DLQ, json.dumps(payment(first_id)).encode(), attributes)  # its order never comes
     replay = replay_until_idle(run_script, topics, idle=5)
     counts = final_counts(replay.output())
+    # At least once: deferred for 5 s (the year-0 case), it may come back once before the 5 s
+    # idle limit ends the replay; what matters is that it was never applied nor republished.
     assert counts["deferred"] >= 1 and (counts["applied"], counts["dead_lettered"]) == (0, 0)
     assert "Traceback" not in replay.output()
     [dead] = topics.drain(PAYMENTS_DLQ, expected=1, timeout=15)
