@@ -43,7 +43,9 @@ __all__ = [
     "ensure_subscriptions",
     "ensure_topics",
     "pipeline_subscriptions",
+    "report_lines",
     "requeue",
+    "subscription_request",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,26 +95,32 @@ def ensure_topics(settings: PubSubSettings, topics: list[str]) -> None:
             log.info("topic %s exists", topic)
 
 
+def subscription_request(settings: PubSubSettings, spec: SubscriptionSpec) -> dict[str, object]:
+    """The CreateSubscription request for `spec`: its topic, ack deadline and policies."""
+    request: dict[str, object] = {
+        "name": settings.subscription_path(spec.name),
+        "topic": settings.topic_path(spec.topic),
+        "ack_deadline_seconds": spec.ack_deadline,
+    }
+    if spec.dead_letter_topic:
+        request["dead_letter_policy"] = {
+            "dead_letter_topic": settings.topic_path(spec.dead_letter_topic),
+            "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
+        }
+        request["retry_policy"] = {
+            "minimum_backoff": timedelta(seconds=spec.minimum_backoff),
+            "maximum_backoff": timedelta(seconds=spec.maximum_backoff),
+        }
+    if spec.keeps_dead_letters:
+        request.update(DEAD_LETTER_KEEPING)
+    return request
+
+
 def ensure_subscriptions(settings: PubSubSettings, specs: list[SubscriptionSpec]) -> None:
     subscriber = pubsub_v1.SubscriberClient()
     with subscriber:
         for spec in specs:
-            request: dict[str, object] = {
-                "name": settings.subscription_path(spec.name),
-                "topic": settings.topic_path(spec.topic),
-                "ack_deadline_seconds": spec.ack_deadline,
-            }
-            if spec.dead_letter_topic:
-                request["dead_letter_policy"] = {
-                    "dead_letter_topic": settings.topic_path(spec.dead_letter_topic),
-                    "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
-                }
-                request["retry_policy"] = {
-                    "minimum_backoff": timedelta(seconds=spec.minimum_backoff),
-                    "maximum_backoff": timedelta(seconds=spec.maximum_backoff),
-                }
-            if spec.keeps_dead_letters:
-                request.update(DEAD_LETTER_KEEPING)
+            request = subscription_request(settings, spec)
             try:
                 subscriber.create_subscription(request=request)
                 log.info("created subscription %s", spec.name)
@@ -263,6 +271,12 @@ def audit(pubsub: PubSubSettings, cassandra: CassandraSettings, first_id: int, l
     return report
 
 
+def report_lines(report: Mapping[str, object]) -> list[str]:
+    """The audit's report as the lines `make audit` prints: one `name  value` line per figure."""
+    width = max(map(len, report))
+    return [f"{key:<{width}}  {value}" for key, value in report.items()]
+
+
 def requeue(pubsub: PubSubSettings, subscription: str, topic: str, limit: int) -> tuple[int, int]:
     """Publish up to `limit` dead letters back to an input topic, with their original attributes
     (those the dead-lettering added removed), acking each only once it is published: how many
@@ -366,9 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         log.error("%s", exc)
         return 1
-    width = max(map(len, report))
-    for key, value in report.items():
-        print(f"{key:<{width}}  {value}")
+    for line in report_lines(report):
+        print(line)
     return 0
 
 
