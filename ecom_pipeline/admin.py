@@ -23,6 +23,7 @@ from google.cloud import pubsub_v1
 from . import cli
 from .cassandra_io import TABLE, connect, connect_session, translate_error
 from .config import (
+    MAX_DELIVERY_ATTEMPTS,
     ORDERS_DLQ_TOPIC,
     ORDERS_TOPIC,
     PAYMENTS_DLQ_TOPIC,
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 LONGEST_LEASE = 600  # seconds: the longest ack deadline Pub/Sub grants
 SCHEMA = Path(__file__).resolve().parent.parent / "schema.cql"
 _ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
-MAX_DELIVERY_ATTEMPTS = 5
 # A dead-letter subscription keeps unacked messages as long as Pub/Sub allows (7 days), and is
 # never deleted for inactivity (an empty expiration policy: Google Cloud's default is 31 days).
 DEAD_LETTER_KEEPING: dict[str, object] = {
@@ -65,6 +65,7 @@ DEAD_LETTER_KEEPING: dict[str, object] = {
 class SubscriptionSpec:
     topic: str
     dead_letter_topic: str | None = None  # with a dead-letter policy and a retry policy
+    max_delivery_attempts: int = MAX_DELIVERY_ATTEMPTS  # the policy's backstop (config.py says why)
     ack_deadline: int = 60
     minimum_backoff: int = 10
     maximum_backoff: int = 300
@@ -105,7 +106,7 @@ def subscription_request(settings: PubSubSettings, spec: SubscriptionSpec) -> di
     if spec.dead_letter_topic:
         request["dead_letter_policy"] = {
             "dead_letter_topic": settings.topic_path(spec.dead_letter_topic),
-            "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
+            "max_delivery_attempts": spec.max_delivery_attempts,
         }
         request["retry_policy"] = {
             "minimum_backoff": timedelta(seconds=spec.minimum_backoff),
@@ -117,6 +118,15 @@ def subscription_request(settings: PubSubSettings, spec: SubscriptionSpec) -> di
 
 
 def ensure_subscriptions(settings: PubSubSettings, specs: list[SubscriptionSpec]) -> None:
+    """Create each subscription, or bring an existing one to the spec's dead-letter policy and
+    retention (the emulator refuses to update an expiration policy, so that one is left)."""
+    for attempts in sorted({spec.max_delivery_attempts for spec in specs if spec.dead_letter_topic}):
+        log.info(
+            "input subscriptions dead-letter a message after %d delivery attempts (Pub/Sub's maximum is 100): "
+            "Pub/Sub counts every nack and every hand-back at a consumer's stop as an attempt, so the consumer "
+            "dead-letters a failing message itself, with its reason, and the policy is only a backstop",
+            attempts,
+        )
     subscriber = pubsub_v1.SubscriberClient()
     with subscriber:
         for spec in specs:
@@ -126,12 +136,39 @@ def ensure_subscriptions(settings: PubSubSettings, specs: list[SubscriptionSpec]
                 log.info("created subscription %s", spec.name)
             except google_exceptions.AlreadyExists:
                 log.info("subscription %s exists", spec.name)
+                if spec.dead_letter_topic:
+                    _ensure_dead_letter_policy(subscriber, settings, spec, spec.dead_letter_topic)
                 if spec.keeps_dead_letters:  # one made before this setting: update its retention
                     # (the emulator refuses to update an expiration policy; Google Cloud does not)
                     subscriber.update_subscription(
                         subscription={"name": request["name"], "message_retention_duration": DEAD_LETTER_RETENTION},
                         update_mask={"paths": ["message_retention_duration"]},
                     )
+
+
+def _ensure_dead_letter_policy(
+    subscriber: pubsub_v1.SubscriberClient, settings: PubSubSettings, spec: SubscriptionSpec, dead_letter_topic: str
+) -> None:
+    """An existing subscription whose dead-letter policy is not the spec's gets the spec's (one
+    made by an older set-up, with 5 attempts): Pub/Sub updates a dead-letter policy in place."""
+    path, topic = settings.subscription_path(spec.name), settings.topic_path(dead_letter_topic)
+    current = subscriber.get_subscription(subscription=path).dead_letter_policy
+    if (current.dead_letter_topic, current.max_delivery_attempts) == (topic, spec.max_delivery_attempts):
+        return
+    subscriber.update_subscription(
+        subscription={
+            "name": path,
+            "dead_letter_policy": {"dead_letter_topic": topic, "max_delivery_attempts": spec.max_delivery_attempts},
+        },
+        update_mask={"paths": ["dead_letter_policy"]},
+    )
+    log.info(
+        "subscription %s: dead-letter policy updated from %d to %d delivery attempts (to %s)",
+        spec.name,
+        current.max_delivery_attempts,
+        spec.max_delivery_attempts,
+        dead_letter_topic,
+    )
 
 
 def schema_statements(keyspace: str, schema: str) -> list[str]:

@@ -13,6 +13,7 @@ from typing import TypeVar
 from pydantic import SecretStr
 
 __all__ = [
+    "MAX_DELIVERY_ATTEMPTS",
     "ORDERS_DLQ_TOPIC",
     "ORDERS_TOPIC",
     "PAYMENTS_DLQ_TOPIC",
@@ -30,6 +31,12 @@ ORDERS_TOPIC = "orders_data"
 PAYMENTS_TOPIC = "payments_data"
 ORDERS_DLQ_TOPIC = "dlq_orders_data"
 PAYMENTS_DLQ_TOPIC = "dlq_payments_data"
+# The input subscriptions' dead-letter policy moves a message to its DLQ topic after this many
+# delivery attempts: 100, the most Pub/Sub allows. Pub/Sub counts every hand-back as an attempt
+# (a nack, ModifyAckDeadline 0 when a consumer stops or restarts), so with 5 a few restarts
+# pushed valid messages into the DLQ raw (issue 21). The consumer dead-letters a message itself,
+# with its reason, as its delivery attempt nears this limit; the policy is only the backstop.
+MAX_DELIVERY_ATTEMPTS = 100
 
 _KEYSPACE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")  # fullmatch: `$` would let a trailing newline in
 _HOST_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")

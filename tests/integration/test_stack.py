@@ -9,7 +9,7 @@ from cassandra.cluster import Session
 from google.cloud import pubsub_v1
 
 from ecom_pipeline.admin import pipeline_subscriptions
-from ecom_pipeline.config import PubSubSettings
+from ecom_pipeline.config import MAX_DELIVERY_ATTEMPTS, PubSubSettings
 
 from .conftest import PYTHON, ROOT
 from .test_hardening import refusal
@@ -79,7 +79,7 @@ def test_setup_twice_leaves_exactly_the_designed_topics_subscriptions_and_column
         assert subscription.topic.endswith(f"/topics/{spec.topic}")
         if spec.dead_letter_topic:
             assert subscription.dead_letter_policy.dead_letter_topic.endswith(f"/topics/{spec.dead_letter_topic}")
-            assert subscription.dead_letter_policy.max_delivery_attempts == 5
+            assert subscription.dead_letter_policy.max_delivery_attempts == MAX_DELIVERY_ATTEMPTS
 
     columns = cql.execute(
         "SELECT column_name, type, kind FROM system_schema.columns WHERE keyspace_name = %s AND table_name = %s",

@@ -17,6 +17,7 @@ from ecom_pipeline.admin import (
     replication_statement,
     requeue,
     schema_statements,
+    subscription_request,
 )
 from ecom_pipeline.config import CassandraSettings, PubSubSettings
 from ecom_pipeline.errors import TransientStoreError
@@ -138,6 +139,28 @@ def test_the_dlq_subscriptions_have_no_dead_letter_policy_of_their_own():
     dead_letter_topics = {spec.topic: spec.dead_letter_topic for spec in pipeline_subscriptions()}
     assert dead_letter_topics["dlq_orders_data"] is None
     assert dead_letter_topics["dlq_payments_data"] is None
+
+
+def test_the_input_subscriptions_dead_letter_only_after_the_most_attempts_pub_sub_allows():
+    """Issue 21: every hand-back (a nack, a restart) counts as a delivery attempt, so 5 pushed
+    valid messages into the DLQ raw; the consumer dead-letters near the limit itself now, and
+    the policy is a backstop at Pub/Sub's maximum, 100."""
+    settings = PubSubSettings("p")
+    policies = {
+        spec.name: subscription_request(settings, spec).get("dead_letter_policy") for spec in pipeline_subscriptions()
+    }
+    assert policies == {
+        "orders_data-sub": {"dead_letter_topic": "projects/p/topics/dlq_orders_data", "max_delivery_attempts": 100},
+        "payments_data-sub": {"dead_letter_topic": "projects/p/topics/dlq_payments_data", "max_delivery_attempts": 100},
+        "dlq_orders_data-sub": None,
+        "dlq_payments_data-sub": None,
+    }
+
+
+def test_the_limit_is_one_the_consumer_can_import_from_config():
+    from ecom_pipeline.config import MAX_DELIVERY_ATTEMPTS
+
+    assert MAX_DELIVERY_ATTEMPTS == 100
 
 
 # --- replication from configuration ----------------------------------------------------------
