@@ -15,6 +15,7 @@ from ecom_pipeline.admin import (
     pipeline_subscriptions,
     replication_factor_from,
     replication_statement,
+    report_lines,
     requeue,
     schema_statements,
     subscription_request,
@@ -282,3 +283,18 @@ def test_an_audit_whose_reads_fail_is_a_store_error(monkeypatch):
     monkeypatch.setattr(admin, "execute_concurrent_with_args", timing_out)
     with pytest.raises(TransientStoreError, match="ReadTimeout"):
         admin.audit(PubSubSettings("p"), CassandraSettings(), 1, 10)
+
+
+def test_the_audit_says_in_one_line_that_messages_leased_by_a_running_consumer_are_not_counted():
+    """Issue 21: the audit printed `waiting_in_dlq_payments_data 0` while the replay held 40 dead
+    letters it had deferred; a pull cannot see leased messages, so the report says so."""
+    report = {"orders_in_range": 10, "rows": 10, "rows_with_payment": 8, "waiting_in_dlq_payments_data": 0}
+    lines = report_lines(report)
+    assert lines[:4] == [
+        "orders_in_range               10",
+        "rows                          10",
+        "rows_with_payment             8",
+        "waiting_in_dlq_payments_data  0",
+    ]
+    [caveat] = [line for line in lines if "not counted" in line]
+    assert "leased" in caveat and "running consumer" in caveat and "replay" in caveat
