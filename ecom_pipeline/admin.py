@@ -11,13 +11,17 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from cassandra.concurrent import execute_concurrent_with_args
 from google.api_core import exceptions as google_exceptions
+from google.api_core.retry import Retry, if_exception_type
+from google.auth import exceptions as auth_exceptions
 from google.cloud import pubsub_v1
 
 from . import cli
@@ -33,9 +37,17 @@ from .config import (
     optional_integer,
     subscription_for,
 )
-from .errors import PipelineError, TransientStoreError
+from .errors import FatalError, PipelineError, TransientStoreError
 from .policy import DEAD_LETTER_RETENTION, event_time, original_attributes
-from .pubsub_io import connect_subscriber, connect_sync_publisher
+from .pubsub_io import (
+    NO_CREDENTIALS,
+    RPC_TIMEOUT,
+    TRANSIENT_GOOGLE_ERRORS,
+    PubSubUnavailable,
+    connect_subscriber,
+    connect_sync_publisher,
+)
+from .pubsub_io import translate_error as translate_pubsub_error
 
 __all__ = [
     "SubscriptionSpec",
@@ -50,7 +62,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+C = TypeVar("C")
 LONGEST_LEASE = 600  # seconds: the longest ack deadline Pub/Sub grants
+SETUP_WAIT = 60.0  # seconds set-up waits for a service that does not answer (`--wait`)
 SCHEMA = Path(__file__).resolve().parent.parent / "schema.cql"
 _ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 # A dead-letter subscription keeps unacked messages as long as Pub/Sub allows (7 days), and is
@@ -86,14 +100,48 @@ def pipeline_subscriptions() -> list[SubscriptionSpec]:
     ]
 
 
-def ensure_topics(settings: PubSubSettings, topics: list[str]) -> None:
-    publisher = pubsub_v1.PublisherClient()
+@contextmanager
+def _pubsub_call(settings: PubSubSettings, doing: str, missing: str, wait: float) -> Iterator[None]:
+    """Pub/Sub's errors during set-up as the pipeline's: `PubSubUnavailable` once it has not
+    answered for `wait` seconds, `FatalError` for what no wait changes (one line each)."""
+    try:
+        yield
+    except google_exceptions.RetryError as exc:
+        where = f" (PUBSUB_EMULATOR_HOST={settings.emulator_host})" if settings.emulator_host else ""
+        raise PubSubUnavailable(f"Pub/Sub did not answer within {wait:g} s{where}: {doing}: {exc.cause}") from exc
+    except google_exceptions.NotFound as exc:
+        raise FatalError(f"{doing} failed: {missing} does not exist ({exc.message})") from exc
+    except google_exceptions.GoogleAPICallError as exc:
+        raise translate_pubsub_error(exc, doing, missing) from exc
+
+
+def _patience(wait: float) -> dict[str, object]:
+    """Retry and timeout of one set-up call: a refusal is an error at once, and a Pub/Sub that is
+    down is tried again until `wait` seconds have passed (the client's own default retries
+    CreateTopic for 10 minutes, in silence); one attempt lasts at most RPC_TIMEOUT."""
+    retry = Retry(predicate=if_exception_type(*TRANSIENT_GOOGLE_ERRORS), initial=0.5, maximum=5.0, timeout=wait)
+    return {"retry": retry, "timeout": RPC_TIMEOUT}
+
+
+def _client(kind: Callable[[], C]) -> C:
+    """A Pub/Sub client (the emulator when PUBSUB_EMULATOR_HOST is set); `FatalError` without credentials."""
+    try:
+        return kind()
+    except auth_exceptions.DefaultCredentialsError as exc:
+        raise FatalError(NO_CREDENTIALS) from exc
+
+
+def ensure_topics(settings: PubSubSettings, topics: list[str], wait: float = SETUP_WAIT) -> None:
+    """Create each topic that does not exist yet."""
+    publisher = _client(pubsub_v1.PublisherClient)
     for topic in topics:
-        try:
-            publisher.create_topic(name=settings.topic_path(topic))
-            log.info("created topic %s", topic)
-        except google_exceptions.AlreadyExists:
-            log.info("topic %s exists", topic)
+        path = settings.topic_path(topic)
+        with _pubsub_call(settings, f"creating topic {path}", f"project {settings.project}", wait):
+            try:
+                publisher.create_topic(name=path, **_patience(wait))
+                log.info("created topic %s", topic)
+            except google_exceptions.AlreadyExists:
+                log.info("topic %s exists", topic)
 
 
 def subscription_request(settings: PubSubSettings, spec: SubscriptionSpec) -> dict[str, object]:
@@ -117,7 +165,7 @@ def subscription_request(settings: PubSubSettings, spec: SubscriptionSpec) -> di
     return request
 
 
-def ensure_subscriptions(settings: PubSubSettings, specs: list[SubscriptionSpec]) -> None:
+def ensure_subscriptions(settings: PubSubSettings, specs: list[SubscriptionSpec], wait: float = SETUP_WAIT) -> None:
     """Create each subscription, or bring an existing one to the spec's dead-letter policy and
     retention (the emulator refuses to update an expiration policy, so that one is left)."""
     for attempts in sorted({spec.max_delivery_attempts for spec in specs if spec.dead_letter_topic}):
@@ -127,32 +175,39 @@ def ensure_subscriptions(settings: PubSubSettings, specs: list[SubscriptionSpec]
             "dead-letters a failing message itself, with its reason, and the policy is only a backstop",
             attempts,
         )
-    subscriber = pubsub_v1.SubscriberClient()
+    subscriber = _client(pubsub_v1.SubscriberClient)
     with subscriber:
         for spec in specs:
             request = subscription_request(settings, spec)
-            try:
-                subscriber.create_subscription(request=request)
-                log.info("created subscription %s", spec.name)
-            except google_exceptions.AlreadyExists:
-                log.info("subscription %s exists", spec.name)
-                if spec.dead_letter_topic:
-                    _ensure_dead_letter_policy(subscriber, settings, spec, spec.dead_letter_topic)
-                if spec.keeps_dead_letters:  # one made before this setting: update its retention
-                    # (the emulator refuses to update an expiration policy; Google Cloud does not)
-                    subscriber.update_subscription(
-                        subscription={"name": request["name"], "message_retention_duration": DEAD_LETTER_RETENTION},
-                        update_mask={"paths": ["message_retention_duration"]},
-                    )
+            missing = f"topic {spec.topic}" + (f" or topic {spec.dead_letter_topic}" if spec.dead_letter_topic else "")
+            with _pubsub_call(settings, f"setting up subscription {request['name']}", missing, wait):
+                try:
+                    subscriber.create_subscription(request=request, **_patience(wait))
+                    log.info("created subscription %s", spec.name)
+                except google_exceptions.AlreadyExists:
+                    log.info("subscription %s exists", spec.name)
+                    if spec.dead_letter_topic:
+                        _ensure_dead_letter_policy(subscriber, settings, spec, spec.dead_letter_topic, wait)
+                    if spec.keeps_dead_letters:  # one made before this setting: update its retention
+                        # (the emulator refuses to update an expiration policy; Google Cloud does not)
+                        subscriber.update_subscription(
+                            subscription={"name": request["name"], "message_retention_duration": DEAD_LETTER_RETENTION},
+                            update_mask={"paths": ["message_retention_duration"]},
+                            **_patience(wait),
+                        )
 
 
 def _ensure_dead_letter_policy(
-    subscriber: pubsub_v1.SubscriberClient, settings: PubSubSettings, spec: SubscriptionSpec, dead_letter_topic: str
+    subscriber: pubsub_v1.SubscriberClient,
+    settings: PubSubSettings,
+    spec: SubscriptionSpec,
+    dead_letter_topic: str,
+    wait: float,
 ) -> None:
     """An existing subscription whose dead-letter policy is not the spec's gets the spec's (one
     made by an older set-up, with 5 attempts): Pub/Sub updates a dead-letter policy in place."""
     path, topic = settings.subscription_path(spec.name), settings.topic_path(dead_letter_topic)
-    current = subscriber.get_subscription(subscription=path).dead_letter_policy
+    current = subscriber.get_subscription(subscription=path, **_patience(wait)).dead_letter_policy
     if (current.dead_letter_topic, current.max_delivery_attempts) == (topic, spec.max_delivery_attempts):
         return
     subscriber.update_subscription(
@@ -161,6 +216,7 @@ def _ensure_dead_letter_policy(
             "dead_letter_policy": {"dead_letter_topic": topic, "max_delivery_attempts": spec.max_delivery_attempts},
         },
         update_mask={"paths": ["dead_letter_policy"]},
+        **_patience(wait),
     )
     log.info(
         "subscription %s: dead-letter policy updated from %d to %d delivery attempts (to %s)",
@@ -192,20 +248,32 @@ def replication_statement(keyspace: str, factor: int, data_centre: str, *, nodes
     )
 
 
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """The driver's errors (a statement refused, a timeout) as the pipeline's: one line each."""
+    try:
+        yield
+    except (PipelineError, ValueError):
+        raise
+    except Exception as exc:  # the driver's exceptions share no base class
+        raise translate_error(exc) from exc
+
+
 def apply_schema(settings: CassandraSettings, schema: str, replication_factor: int | None = None) -> None:
     """schema.cql as the design has it (SimpleStrategy, one replica); with `replication_factor`,
     the keyspace is then altered to that many replicas in the data centre the cluster reports."""
     cluster, session = connect_session(settings, keyspace=None)  # the first statement creates it
     try:
-        for statement in schema_statements(settings.keyspace, schema):
-            session.execute(statement, timeout=60)
-        if replication_factor is not None:
-            data_centre = session.execute("SELECT data_center FROM system.local").one().data_center
-            nodes = sum(host.datacenter == data_centre for host in cluster.metadata.all_hosts())
-            statement = replication_statement(settings.keyspace, replication_factor, data_centre, nodes=nodes)
-            session.execute(statement, timeout=60)
-            log.info("keyspace %s: %d replicas in %s", settings.keyspace, replication_factor, data_centre)
-        log.info("schema applied to keyspace %s", settings.keyspace)
+        with _store_errors():
+            for statement in schema_statements(settings.keyspace, schema):
+                session.execute(statement, timeout=60)
+            if replication_factor is not None:
+                data_centre = session.execute("SELECT data_center FROM system.local").one().data_center
+                nodes = sum(host.datacenter == data_centre for host in cluster.metadata.all_hosts())
+                statement = replication_statement(settings.keyspace, replication_factor, data_centre, nodes=nodes)
+                session.execute(statement, timeout=60)
+                log.info("keyspace %s: %d replicas in %s", settings.keyspace, replication_factor, data_centre)
+            log.info("schema applied to keyspace %s", settings.keyspace)
     finally:
         cluster.shutdown()
 
@@ -229,8 +297,9 @@ def create_pipeline_role(settings: CassandraSettings, role: str, password: str) 
     """As the administrator (`settings`' credentials): the pipeline's least-privilege role."""
     cluster, session = connect_session(settings, keyspace=None)
     try:
-        for statement in pipeline_role_statements(settings.keyspace, role):
-            session.execute(statement, (password,) if "%s" in statement else None, timeout=60)
+        with _store_errors():
+            for statement in pipeline_role_statements(settings.keyspace, role):
+                session.execute(statement, (password,) if "%s" in statement else None, timeout=60)
         log.info("role %s may SELECT and MODIFY %s.%s, nothing else", role, settings.keyspace, TABLE)
     finally:
         cluster.shutdown()
@@ -361,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     setup_parser = commands.add_parser("setup", help="create topics, subscriptions and the table (idempotent)")
-    setup_parser.add_argument("--wait", type=float, default=120.0, help="seconds to wait for Cassandra")
+    setup_parser.add_argument(
+        "--wait", type=cli.ranged(float, 0), default=120.0, help="seconds to wait for Pub/Sub, then for Cassandra"
+    )
     audit_parser = commands.add_parser("audit", help="count rows, payments and dead letters")
     audit_parser.add_argument("--first-id", type=int, default=1)
     audit_parser.add_argument("--last-id", type=int, default=1000)
@@ -390,8 +461,12 @@ def main(argv: list[str] | None = None) -> int:
             log.error("CASSANDRA_PIPELINE_ROLE is set: CASSANDRA_PIPELINE_PASSWORD must be too")
             return 1
         specs = pipeline_subscriptions()
-        ensure_topics(pubsub, sorted({spec.topic for spec in specs}))
-        ensure_subscriptions(pubsub, specs)
+        try:
+            ensure_topics(pubsub, sorted({spec.topic for spec in specs}), wait=args.wait)
+            ensure_subscriptions(pubsub, specs, wait=args.wait)
+        except PipelineError as exc:
+            log.error("%s", exc)
+            return 1
         deadline = time.monotonic() + args.wait
         while True:
             try:

@@ -7,13 +7,17 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
+from pathlib import Path
 
 import pytest
 from cassandra.cluster import Session
 
 from ecom_pipeline.admin import SubscriptionSpec, count_waiting, ensure_subscriptions
+from tests.unit.test_admin import free_port
 
 from .conftest import Topics, consumer_args, final_counts, wait_for
+from .test_hardening import refusal
 from .test_pipeline import ORDERS, ORDERS_DLQ, order, rows_in
 
 
@@ -47,6 +51,38 @@ def test_setup_raises_an_existing_input_subscriptions_attempts_from_5_to_100_and
         ensure_subscriptions(settings, [spec])  # converged: nothing more to change
     assert [r for r in caplog.records if "dead-letter policy updated" in r.getMessage()] == []
     assert subscriber.get_subscription(subscription=path).dead_letter_policy.max_delivery_attempts == 100
+
+
+def test_setup_with_pub_sub_unreachable_stops_after_its_wait_with_one_line(run_script) -> None:
+    """Issue 22: before, the client's own retry of CreateTopic waited 10 minutes in silence, then
+    printed a traceback."""
+    host = f"127.0.0.1:{free_port()}"
+    setup = run_script("-m", "ecom_pipeline.admin", "setup", "--wait", 3, env={"PUBSUB_EMULATOR_HOST": host})
+    line = refusal(setup, timeout=60)
+    assert f"Pub/Sub did not answer within 3 s (PUBSUB_EMULATOR_HOST={host})" in line
+
+
+def test_setup_without_credentials_for_real_pub_sub_stops_with_one_line(run_script, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "PUBSUB_EMULATOR_HOST": "",
+        "HOME": str(home),
+        "CLOUDSDK_CONFIG": str(home / "gcloud"),
+        "GOOGLE_APPLICATION_CREDENTIALS": "",
+        "NO_GCE_CHECK": "True",  # never ask a metadata server
+    }
+    line = refusal(run_script("-m", "ecom_pipeline.admin", "setup", "--wait", 3, env=env), timeout=60)
+    assert "PUBSUB_EMULATOR_HOST" in line and "credentials" in line
+
+
+def test_setup_whose_statement_cassandra_refuses_stops_with_one_line(run_script) -> None:
+    """The single node has no password authenticator: it refuses CREATE ROLE ... PASSWORD (a real
+    refusal of a statement; the secured node refuses the pipeline's role's CREATE KEYSPACE the
+    same way, tests/secure). Topics, subscriptions and schema are set up as usual before it."""
+    role = {"CASSANDRA_PIPELINE_ROLE": f"setup_check_{uuid.uuid4().hex[:8]}", "CASSANDRA_PIPELINE_PASSWORD": "x"}
+    line = refusal(run_script("-m", "ecom_pipeline.admin", "setup", "--wait", 10, env=role), timeout=120)
+    assert "doesn't support PASSWORD" in line or "Unauthorized" in line
 
 
 def test_orders_the_dead_letter_policy_moved_raw_are_requeued_from_the_orders_dlq_and_applied(

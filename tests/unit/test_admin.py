@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import socket
 from collections.abc import Mapping, Sequence
 
+import google.auth
 import pytest
-from cassandra import ReadTimeout
+from cassandra import OperationTimedOut, ReadTimeout, Unauthorized
+from google.auth.exceptions import DefaultCredentialsError
 
 from ecom_pipeline import admin
 from ecom_pipeline.admin import (
@@ -21,7 +25,7 @@ from ecom_pipeline.admin import (
     subscription_request,
 )
 from ecom_pipeline.config import CassandraSettings, PubSubSettings
-from ecom_pipeline.errors import TransientStoreError
+from ecom_pipeline.errors import FatalError, FatalStoreError, PipelineError, TransientStoreError
 from ecom_pipeline.messages import ORDER_COLUMNS, PAYMENT_COLUMNS
 from ecom_pipeline.pubsub_io import Received
 from tests.unit.conftest import ROOT, received
@@ -298,3 +302,99 @@ def test_the_audit_says_in_one_line_that_messages_leased_by_a_running_consumer_a
     ]
     [caveat] = [line for line in lines if "not counted" in line]
     assert "leased" in caveat and "running consumer" in caveat and "replay" in caveat
+
+
+# --- setup's refusals: one line, exit 1, no traceback (issue 22) -------------------------------
+
+
+def free_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_setup_without_credentials_for_real_pub_sub_is_fatal_and_says_what_to_set(monkeypatch):
+    def no_credentials(*_: object, **__: object) -> None:
+        raise DefaultCredentialsError("Your default credentials were not found.")
+
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+    monkeypatch.setattr(google.auth, "default", no_credentials)
+    with pytest.raises(FatalError, match=r"PUBSUB_EMULATOR_HOST.*Application Default Credentials"):
+        admin.ensure_topics(PubSubSettings("p"), ["orders_data"])
+
+
+def test_setup_with_pub_sub_unreachable_gives_up_after_its_wait_with_one_error(monkeypatch):
+    host = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", host)
+    with pytest.raises(PipelineError, match=rf"Pub/Sub did not answer within 1 s \(PUBSUB_EMULATOR_HOST={host}\)"):
+        admin.ensure_topics(PubSubSettings("p", host), ["orders_data"], wait=1)
+
+
+class RefusingSession:
+    """A session whose statements all fail with `error` (as the driver raises it)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def execute(self, *_: object, **__: object) -> None:
+        raise self.error
+
+
+class Cluster:
+    def shutdown(self) -> None:
+        pass
+
+
+UNAUTHORIZED = Unauthorized(
+    'Error from server: code=2100 [Unauthorized] message="User ecom_pipeline has no CREATE permission on '
+    '<all keyspaces> or any of its parents"'
+)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"), [(UNAUTHORIZED, FatalStoreError), (OperationTimedOut("errors={}", None), TransientStoreError)]
+)
+def test_a_statement_cassandra_refuses_during_setup_is_the_pipelines_error(monkeypatch, error, kind):
+    monkeypatch.setattr(admin, "connect_session", lambda *_, **__: (Cluster(), RefusingSession(error)))
+    with pytest.raises(kind):
+        admin.apply_schema(CassandraSettings(), SCHEMA.read_text())
+    with pytest.raises(kind):
+        admin.create_pipeline_role(CassandraSettings(), "ecom_pipeline", "a password")
+
+
+def run_setup(monkeypatch, caplog, *, pubsub_error: Exception | None = None, cql_error: Exception | None = None):
+    """`admin setup --wait 0` with Pub/Sub and Cassandra replaced by what fails: its exit status
+    and its error lines (an exception escaping main would be a traceback)."""
+
+    def topics(*_: object, **__: object) -> None:
+        if pubsub_error is not None:
+            raise pubsub_error
+
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "p")
+    monkeypatch.setattr(admin.cli, "configure_logging", lambda *_, **__: None)
+    monkeypatch.setattr(admin, "ensure_topics", topics)
+    monkeypatch.setattr(admin, "ensure_subscriptions", lambda *_, **__: None)
+    monkeypatch.setattr(admin, "connect_session", lambda *_, **__: (Cluster(), RefusingSession(cql_error)))
+    with caplog.at_level(logging.ERROR):
+        status = admin.main(["setup", "--wait", "0"])
+    return status, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_setup_refused_by_cassandra_is_one_line_and_exit_1(monkeypatch, caplog):
+    status, errors = run_setup(monkeypatch, caplog, cql_error=UNAUTHORIZED)
+    assert status == 1
+    [line] = errors
+    assert "Unauthorized" in line and "no CREATE permission" in line
+
+
+def test_setup_whose_statement_times_out_until_the_wait_is_over_is_one_line_and_exit_1(monkeypatch, caplog):
+    status, errors = run_setup(monkeypatch, caplog, cql_error=OperationTimedOut("errors={}", "127.0.0.1:9042"))
+    assert status == 1
+    [line] = errors
+    assert "Cassandra did not answer" in line and "OperationTimedOut" in line
+
+
+def test_setup_without_pub_sub_is_one_line_and_exit_1(monkeypatch, caplog):
+    status, errors = run_setup(monkeypatch, caplog, pubsub_error=FatalError("no Google Cloud credentials: ..."))
+    assert (status, errors) == (1, ["no Google Cloud credentials: ..."])
