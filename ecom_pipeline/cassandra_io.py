@@ -11,6 +11,7 @@ replays are idempotent and an older version never wins.
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -103,21 +104,62 @@ def translate_error(exc: BaseException) -> StoreError:
     if isinstance(exc, StoreError):
         return exc
     kind: type[StoreError] = StoreError
-    if isinstance(exc, _FATAL) or _only_refused_logins(exc):
+    message = f"{type(exc).__name__}: {exc}"
+    failures = _node_errors(exc)
+    if failures and all(_certificate_failure(e) for e in failures):
+        kind, message = FatalStoreError, _certificate_problem(failures)
+    elif isinstance(exc, _FATAL) or (failures and all(_refused_login(e) for e in failures)):
         kind = FatalStoreError
     elif isinstance(exc, _TRANSIENT):
         kind = TransientStoreError
-    error = kind(f"{type(exc).__name__}: {exc}")
+    error = kind(message)
     error.__cause__ = exc
     return error
 
 
-def _only_refused_logins(exc: BaseException) -> bool:
-    """Every node answered, and refused our credentials or failed our certificate check: not an
-    outage, and no retry will change it. (A session that opened no pool lists only its hosts.)"""
+def _node_errors(exc: BaseException) -> list[BaseException]:
+    """Each node's error when no node could be reached, else nothing. (A session that opened no
+    pool lists only its hosts.)"""
     errors = getattr(exc, "errors", None) if isinstance(exc, NoHostAvailable) else None
-    refusals = (AuthenticationFailed, ssl.SSLCertVerificationError)
-    return isinstance(errors, dict) and bool(errors) and all(isinstance(e, refusals) for e in errors.values())
+    return [e for e in errors.values() if isinstance(e, BaseException)] if isinstance(errors, dict) else []
+
+
+def _refused_login(error: BaseException) -> bool:
+    """The node answered and refused our credentials or our certificate check failed: not an
+    outage, and no retry will change it."""
+    return isinstance(error, AuthenticationFailed) or _certificate_failure(error)
+
+
+# The driver catches the handshake's ssl.SSLCertVerificationError and raises socket.error(1,
+# "Tried connecting to [...]. Last error: <OpenSSL's words>") instead, a PermissionError: only
+# OpenSSL's words tell a failed certificate check from other errors.
+_CERTIFICATE_VERIFY_FAILED = re.compile(
+    r"\[SSL: CERTIFICATE_VERIFY_FAILED\] (?:certificate verify failed: )?(?P<reason>.*?)(?: \(_ssl\.c:\d+\))?$"
+)
+
+
+def _certificate_failure(error: BaseException) -> bool:
+    return isinstance(error, ssl.SSLCertVerificationError) or (
+        isinstance(error, OSError) and _CERTIFICATE_VERIFY_FAILED.search(str(error)) is not None
+    )
+
+
+def _certificate_problem(failures: Sequence[BaseException]) -> str:
+    """One line for a certificate every node failed: OpenSSL's reason, and the variable to fix."""
+    reasons = []
+    for failure in failures:
+        found = _CERTIFICATE_VERIFY_FAILED.search(str(failure))
+        reasons.append(found["reason"].rstrip(".") if found and found["reason"] else "certificate verify failed")
+    reason = "; ".join(dict.fromkeys(reasons))
+    if all("mismatch" in r for r in reasons):
+        return (
+            f"every node's TLS certificate failed verification ({reason}): CASSANDRA_HOSTS must list "
+            "addresses or names that the nodes' certificates carry"
+        )
+    return (
+        f"every node's TLS certificate failed verification ({reason}): check CASSANDRA_SSL_CA_CERT, "
+        "which must be the CA that signed them"
+    )
 
 
 def unknown_data_centre(local_dc: str | None, data_centres: Collection[str]) -> str | None:

@@ -5,8 +5,10 @@ client TLS required. The set-up runs as the administrator; the scripts run as th
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cassandra.auth import PlainTextAuthProvider
@@ -58,3 +60,19 @@ def cql(stack_env: dict[str, str]) -> Iterator[Session]:
     cluster, session = login(ADMIN_ROLE, ADMIN_PASSWORD.read_text().strip())
     yield session
     cluster.shutdown()
+
+
+def make_foreign_ca(directory: Path) -> Path:
+    """A CA made as the stack makes its own (stack/localstack.py: keytool, RSA 2048, bc:c), but
+    not the one that signed the node's certificate: its PEM certificate in `directory`. The
+    store's password is read from a file, never given on a command line."""
+    password = directory / "store-password"
+    password.write_text(secrets.token_urlsafe(16))
+    common = ["-storetype", "PKCS12", "-keystore", "foreign-ca.p12", "-storepass:file", str(password)]
+    key = ["-keyalg", "RSA", "-keysize", "2048", "-validity", "2"]
+    for command in (
+        ["-genkeypair", "-alias", "ca", "-dname", "CN=not the stack's CA", "-ext", "bc:c", *key],
+        ["-exportcert", "-rfc", "-alias", "ca", "-file", "foreign-ca.pem"],
+    ):
+        subprocess.run(["keytool", *command, *common], cwd=directory, check=True, capture_output=True, timeout=60)
+    return directory / "foreign-ca.pem"

@@ -15,9 +15,10 @@ from cassandra.cluster import Cluster, NoHostAvailable, Session
 
 from stack.localstack import PIPELINE_PASSWORD, PIPELINE_ROLE
 from tests.integration.conftest import Topics, consumer_args, final_counts, wait_for
+from tests.integration.test_hardening import refusal
 from tests.integration.test_pipeline import ORDERS, ORDERS_DLQ, PAYMENTS, PAYMENTS_DLQ, order, payment, rows_in
 
-from .conftest import login
+from .conftest import login, make_foreign_ca
 
 
 def test_the_consumers_apply_and_dead_letter_as_usual_with_the_pipelines_role(
@@ -115,3 +116,27 @@ def test_the_password_is_in_no_log_line_no_help_no_error_and_no_argument_list(
         ("ps", every_process),
     ):
         assert password not in text, where
+
+
+def test_a_ca_that_did_not_sign_the_nodes_certificate_ends_a_consumer_with_one_line_naming_it(
+    run_script, topics: Topics, tmp_path: Path, stack_env: dict[str, str]
+) -> None:
+    """Issue 22: the consumer retried for ever, printing the driver's whole error at every retry.
+    A certificate that every node fails is a setting to fix: one line that names it, exit 1."""
+    foreign = make_foreign_ca(tmp_path)
+    consumer = run_script(
+        "order_data_consumer.py",
+        *consumer_args(topics, ORDERS, ORDERS_DLQ),
+        env={"CASSANDRA_SSL_CA_CERT": str(foreign)},
+    )
+    line = refusal(consumer, timeout=60)
+    assert "CASSANDRA_SSL_CA_CERT" in line and "certificate" in line, line
+    assert "not reachable" not in consumer.output()  # no retry line before it
+
+
+def test_setup_as_the_pipelines_role_is_refused_with_one_line(run_script, stack_env: dict[str, str]) -> None:
+    """The role may not create a keyspace (CREATE KEYSPACE IF NOT EXISTS is checked all the same):
+    issue 22's traceback of a refused statement, now one line and exit 1."""
+    assert stack_env["CASSANDRA_USERNAME"] == PIPELINE_ROLE
+    line = refusal(run_script("-m", "ecom_pipeline.admin", "setup", "--wait", 10), timeout=120)
+    assert "Unauthorized" in line and PIPELINE_ROLE in line, line
