@@ -149,6 +149,11 @@ class CassandraSettings:
                 "CASSANDRA_KEYSPACE must be a letter then up to 47 letters, digits or underscores, "
                 f"not {self.keyspace!r}"
             )
+        if self.keyspace != self.keyspace.lower():  # refused, not quoted: one spelling everywhere
+            raise ValueError(
+                f"CASSANDRA_KEYSPACE must be lower case, not {self.keyspace!r}: CQL reads an unquoted name in lower "
+                f"case, so set-up would make {self.keyspace.lower()!r} while the consumers look for {self.keyspace!r}"
+            )
         if self.consistency not in _CONSISTENCY_LEVELS:
             raise ValueError(f"CASSANDRA_CONSISTENCY must be one of {sorted(_CONSISTENCY_LEVELS)}")
 

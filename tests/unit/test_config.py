@@ -108,6 +108,15 @@ def test_an_invalid_keyspace_name_names_the_variable(keyspace):
         CassandraSettings.from_env({"CASSANDRA_KEYSPACE": keyspace})
 
 
+@pytest.mark.parametrize("keyspace", ["Ecom_Store", "ECOM_STORE", "ecomStore", "ecom_storE"])
+def test_a_keyspace_name_not_in_lower_case_is_refused_naming_the_variable(keyspace):
+    """Issue 22: CQL folds an unquoted name to lower case, so set-up's `CREATE KEYSPACE Ecom_Store`
+    made ecom_store while the consumers looked up 'Ecom_Store' (a bound value, case kept)."""
+    with pytest.raises(ValueError, match=r"^CASSANDRA_KEYSPACE must be lower case") as error:
+        CassandraSettings.from_env({"CASSANDRA_KEYSPACE": keyspace})
+    assert repr(keyspace) in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
