@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.encoder import cql_quote
+from cassandra.protocol import SyntaxException
 from google.api_core import exceptions as google_exceptions
 from google.api_core.retry import Retry, if_exception_type
 from google.auth import exceptions as auth_exceptions
@@ -37,7 +39,7 @@ from .config import (
     optional_integer,
     subscription_for,
 )
-from .errors import FatalError, PipelineError, TransientStoreError
+from .errors import FatalError, PipelineError, StoreError, TransientStoreError
 from .policy import DEAD_LETTER_RETENTION, event_time, original_attributes
 from .pubsub_io import (
     NO_CREDENTIALS,
@@ -55,6 +57,8 @@ __all__ = [
     "audit",
     "ensure_subscriptions",
     "ensure_topics",
+    "password_literal",
+    "pipeline_role_statements",
     "pipeline_subscriptions",
     "report_lines",
     "requeue",
@@ -66,7 +70,7 @@ C = TypeVar("C")
 LONGEST_LEASE = 600  # seconds: the longest ack deadline Pub/Sub grants
 SETUP_WAIT = 60.0  # seconds set-up waits for a service that does not answer (`--wait`)
 SCHEMA = Path(__file__).resolve().parent.parent / "schema.cql"
-_ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+_ROLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")  # fullmatch: `$` would let a trailing newline in
 # A dead-letter subscription keeps unacked messages as long as Pub/Sub allows (7 days), and is
 # never deleted for inactivity (an empty expiration policy: Google Cloud's default is 31 days).
 DEAD_LETTER_KEEPING: dict[str, object] = {
@@ -278,28 +282,55 @@ def apply_schema(settings: CassandraSettings, schema: str, replication_factor: i
         cluster.shutdown()
 
 
-def pipeline_role_statements(keyspace: str, role: str) -> list[str]:
+def password_literal(password: str) -> str:
+    """CASSANDRA_PIPELINE_PASSWORD as a CQL string literal, quoted by the driver's own encoder
+    (`cql_quote`: a quote is written twice; nothing else is special between quotes in CQL).
+
+    It cannot be a bound value: Cassandra's grammar takes only a string literal after PASSWORD
+    (5.0.9 answers a bind marker there, prepared or not, with "mismatched input '?' expecting
+    STRING_LITERAL"). Text that is not UTF-8 (lone surrogates, from undecodable bytes in the
+    environment) is refused here: the driver would fail on it with an error quoting the statement.
+    """
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("CASSANDRA_PIPELINE_PASSWORD is not UTF-8 text (set it again from a UTF-8 terminal)") from None
+    literal: str = cql_quote(password)
+    return literal
+
+
+def pipeline_role_statements(keyspace: str, role: str, password: str) -> list[str]:
     """The pipeline's role: it may log in, read and write the fact table, and nothing else (no
-    schema change, no other keyspace, not a superuser). The password is bound, never inlined;
-    an existing role keeps its password (change it with ALTER ROLE: Cassandra allows one change
-    per 5 s, and set-up may run twice in a row)."""
-    if not _ROLE_NAME.match(role):
+    schema change, no other keyspace, not a superuser). The password is a string literal in the
+    first statement's text (see `password_literal`), which is never logged; an existing role
+    keeps its password (change it with ALTER ROLE: Cassandra allows one change per 5 s, and
+    set-up may run twice in a row)."""
+    if not _ROLE_NAME.fullmatch(role):
         raise ValueError(f"CASSANDRA_PIPELINE_ROLE must be a plain CQL identifier, not {role!r}")
     table = f"{keyspace}.{TABLE}"
     return [
-        f"CREATE ROLE IF NOT EXISTS {role} WITH LOGIN = true AND SUPERUSER = false AND PASSWORD = %s",
+        f"CREATE ROLE IF NOT EXISTS {role} WITH LOGIN = true AND SUPERUSER = false AND PASSWORD = "
+        + password_literal(password),
         f"GRANT SELECT ON TABLE {table} TO {role}",
         f"GRANT MODIFY ON TABLE {table} TO {role}",
     ]
 
 
 def create_pipeline_role(settings: CassandraSettings, role: str, password: str) -> None:
-    """As the administrator (`settings`' credentials): the pipeline's least-privilege role."""
+    """As the administrator (`settings`' credentials): the pipeline's least-privilege role.
+
+    The statements go out as they are, with no parameters (the driver would %-format them). A
+    syntax error is reported without the server's words: they quote the statement, password
+    included."""
+    statements = pipeline_role_statements(settings.keyspace, role, password)
     cluster, session = connect_session(settings, keyspace=None)
     try:
         with _store_errors():
-            for statement in pipeline_role_statements(settings.keyspace, role):
-                session.execute(statement, (password,) if "%s" in statement else None, timeout=60)
+            for statement in statements:
+                try:
+                    session.execute(statement, timeout=60)
+                except SyntaxException as exc:
+                    raise StoreError(f"Cassandra refused a role statement for {role} as a syntax error") from exc
         log.info("role %s may SELECT and MODIFY %s.%s, nothing else", role, settings.keyspace, TABLE)
     finally:
         cluster.shutdown()
@@ -459,6 +490,12 @@ def main(argv: list[str] | None = None) -> int:
         role_password = os.environ.get("CASSANDRA_PIPELINE_PASSWORD", "")
         if role and not role_password:
             log.error("CASSANDRA_PIPELINE_ROLE is set: CASSANDRA_PIPELINE_PASSWORD must be too")
+            return 1
+        try:  # refused before anything is set up
+            if role:
+                pipeline_role_statements(cassandra.keyspace, role, role_password)
+        except ValueError as exc:
+            log.error("%s", exc)
             return 1
         specs = pipeline_subscriptions()
         try:

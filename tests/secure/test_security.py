@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from cassandra import Unauthorized
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, NoHostAvailable, Session
 
-from stack.localstack import PIPELINE_PASSWORD, PIPELINE_ROLE
+from ecom_pipeline.admin import create_pipeline_role
+from ecom_pipeline.config import CassandraSettings
+from stack.localstack import ADMIN_PASSWORD, ADMIN_ROLE, PIPELINE_PASSWORD, PIPELINE_ROLE, client_tls
 from tests.integration.conftest import Topics, consumer_args, final_counts, wait_for
 from tests.integration.test_hardening import refusal
 from tests.integration.test_pipeline import ORDERS, ORDERS_DLQ, PAYMENTS, PAYMENTS_DLQ, order, payment, rows_in
@@ -140,3 +143,36 @@ def test_setup_as_the_pipelines_role_is_refused_with_one_line(run_script, stack_
     assert stack_env["CASSANDRA_USERNAME"] == PIPELINE_ROLE
     line = refusal(run_script("-m", "ecom_pipeline.admin", "setup", "--wait", 10), timeout=120)
     assert "Unauthorized" in line and PIPELINE_ROLE in line, line
+
+
+def test_a_pipeline_role_whose_password_holds_quotes_and_cql_logs_in_with_exactly_that_password(
+    cql: Session, stack_env: dict[str, str]
+) -> None:
+    """Issue 22: the password is a CQL string literal in CREATE ROLE's text (Cassandra takes no
+    bind marker there), quoted by the driver's encoder; whatever it holds, it is one literal."""
+    role = f"pipeline_check_{uuid.uuid4().hex[:8]}"
+    password = "it's 'quoted'; DROP ROLE cassandra; -- 100%s $$ \\ é"  # pragma: allowlist secret  (made up)
+    admin = CassandraSettings.from_env(
+        {**stack_env, "CASSANDRA_USERNAME": ADMIN_ROLE, "CASSANDRA_PASSWORD": ADMIN_PASSWORD.read_text().strip()}
+    )
+    try:
+        create_pipeline_role(admin, role, password)
+        cluster, session = login(role, password)
+        try:
+            assert session.execute("SELECT count(*) FROM orders_payments_facts LIMIT 1").one() is not None
+        finally:
+            cluster.shutdown()
+        wrong = Cluster(
+            ["127.0.0.1"],
+            protocol_version=5,
+            auth_provider=PlainTextAuthProvider(role, password[:-1]),
+            ssl_context=client_tls(),
+        )
+        try:
+            with pytest.raises(NoHostAvailable):  # and only that password
+                wrong.connect()
+        finally:
+            wrong.shutdown()
+        assert cql.execute("SELECT role FROM system_auth.roles WHERE role = %s", (ADMIN_ROLE,)).one() is not None
+    finally:
+        cql.execute(f"DROP ROLE IF EXISTS {role}")

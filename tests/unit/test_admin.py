@@ -10,9 +10,10 @@ from collections.abc import Mapping, Sequence
 import google.auth
 import pytest
 from cassandra import OperationTimedOut, ReadTimeout, Unauthorized
+from cassandra.protocol import SyntaxException
 from google.auth.exceptions import DefaultCredentialsError
 
-from ecom_pipeline import admin
+from ecom_pipeline import admin, cli
 from ecom_pipeline.admin import (
     SCHEMA,
     pipeline_role_statements,
@@ -25,7 +26,7 @@ from ecom_pipeline.admin import (
     subscription_request,
 )
 from ecom_pipeline.config import CassandraSettings, PubSubSettings
-from ecom_pipeline.errors import FatalError, FatalStoreError, PipelineError, TransientStoreError
+from ecom_pipeline.errors import FatalError, FatalStoreError, PipelineError, StoreError, TransientStoreError
 from ecom_pipeline.messages import ORDER_COLUMNS, PAYMENT_COLUMNS
 from ecom_pipeline.pubsub_io import Received
 from tests.unit.conftest import ROOT, received
@@ -196,17 +197,43 @@ def test_a_bad_replication_factor_names_its_variable(text):
 
 
 def test_the_pipelines_role_may_select_and_modify_the_fact_table_and_nothing_else():
-    assert pipeline_role_statements("ecom_store", "ecom_pipeline") == [
-        "CREATE ROLE IF NOT EXISTS ecom_pipeline WITH LOGIN = true AND SUPERUSER = false AND PASSWORD = %s",
+    assert pipeline_role_statements("ecom_store", "ecom_pipeline", "pw-1") == [
+        "CREATE ROLE IF NOT EXISTS ecom_pipeline WITH LOGIN = true AND SUPERUSER = false AND PASSWORD = 'pw-1'",
         "GRANT SELECT ON TABLE ecom_store.orders_payments_facts TO ecom_pipeline",
         "GRANT MODIFY ON TABLE ecom_store.orders_payments_facts TO ecom_pipeline",
     ]
 
 
+@pytest.mark.parametrize(
+    ("password", "literal"),
+    [
+        # In a CQL string literal only the quote is special, written twice (no backslash escapes);
+        # these literals are written out by hand, not by the encoder under test.
+        ("it's", "'it''s'"),
+        ("'; DROP ROLE cassandra; --", "'''; DROP ROLE cassandra; --'"),
+        ("100%s %d %%", "'100%s %d %%'"),  # the statement is sent as it is: no %-formatting
+        ("$$ \\' \n é", "'$$ \\'' \n é'"),
+    ],
+)
+def test_the_password_is_one_cql_string_literal_whatever_it_holds(password, literal):
+    """Cassandra 5.0.9 refuses a bind marker after PASSWORD ("mismatched input '?' expecting
+    STRING_LITERAL", prepared or not): the password is quoted by the driver's encoder instead."""
+    [create, *_] = pipeline_role_statements("ecom_store", "ecom_pipeline", password)
+    expected = "CREATE ROLE IF NOT EXISTS ecom_pipeline WITH LOGIN = true AND SUPERUSER = false AND PASSWORD = "
+    assert create == expected + literal
+
+
+def test_a_password_that_is_not_utf8_text_names_its_variable():
+    """A variable whose bytes are not UTF-8 reaches Python as lone surrogates, which no CQL text
+    can carry (the driver would fail with a UnicodeEncodeError half-way through set-up)."""
+    with pytest.raises(ValueError, match=r"^CASSANDRA_PIPELINE_PASSWORD is not UTF-8"):
+        pipeline_role_statements("ecom_store", "ecom_pipeline", "caf\udce9")
+
+
 @pytest.mark.parametrize("role", ["Pipeline", "a b", "x; DROP ROLE cassandra", "", "1st"])
 def test_a_role_name_that_is_not_a_plain_identifier_is_refused(role):
     with pytest.raises(ValueError, match="CASSANDRA_PIPELINE_ROLE must be a plain CQL identifier"):
-        pipeline_role_statements("ecom_store", role)
+        pipeline_role_statements("ecom_store", role, "pw-1")
 
 
 # --- requeue and audit, over fakes of the pipeline's own Pub/Sub and Cassandra adapters ---------
@@ -341,6 +368,14 @@ class RefusingSession:
         raise self.error
 
 
+class RecordingSession:
+    def __init__(self) -> None:
+        self.executed: list[tuple[object, ...]] = []
+
+    def execute(self, *args: object, **__: object) -> None:
+        self.executed.append(args)
+
+
 class Cluster:
     def shutdown(self) -> None:
         pass
@@ -372,10 +407,11 @@ def run_setup(monkeypatch, caplog, *, pubsub_error: Exception | None = None, cql
             raise pubsub_error
 
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "p")
-    monkeypatch.setattr(admin.cli, "configure_logging", lambda *_, **__: None)
+    monkeypatch.setattr(cli, "configure_logging", lambda *_, **__: None)
     monkeypatch.setattr(admin, "ensure_topics", topics)
     monkeypatch.setattr(admin, "ensure_subscriptions", lambda *_, **__: None)
-    monkeypatch.setattr(admin, "connect_session", lambda *_, **__: (Cluster(), RefusingSession(cql_error)))
+    session = RecordingSession() if cql_error is None else RefusingSession(cql_error)
+    monkeypatch.setattr(admin, "connect_session", lambda *_, **__: (Cluster(), session))
     with caplog.at_level(logging.ERROR):
         status = admin.main(["setup", "--wait", "0"])
     return status, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -398,3 +434,29 @@ def test_setup_whose_statement_times_out_until_the_wait_is_over_is_one_line_and_
 def test_setup_without_pub_sub_is_one_line_and_exit_1(monkeypatch, caplog):
     status, errors = run_setup(monkeypatch, caplog, pubsub_error=FatalError("no Google Cloud credentials: ..."))
     assert (status, errors) == (1, ["no Google Cloud credentials: ..."])
+
+
+def test_the_role_statements_go_out_as_they_are_with_no_parameters(monkeypatch):
+    """No parameters: the driver would %-format the text, and a '%' in the password would break it."""
+    session = RecordingSession()
+    monkeypatch.setattr(admin, "connect_session", lambda *_, **__: (Cluster(), session))
+    admin.create_pipeline_role(CassandraSettings(), "ecom_pipeline", "100%s")
+    assert session.executed == [(s,) for s in pipeline_role_statements("ecom_store", "ecom_pipeline", "100%s")]
+
+
+def test_a_syntax_error_of_the_create_role_statement_does_not_show_its_text(monkeypatch):
+    """Cassandra quotes the statement it cannot parse, and that text holds the password."""
+    echo = SyntaxException(code=0x2000, message="line 1:98 mismatched input (...PASSWORD = 's3cret-pw'...)", info={})
+    monkeypatch.setattr(admin, "connect_session", lambda *_, **__: (Cluster(), RefusingSession(echo)))
+    with pytest.raises(StoreError) as raised:
+        admin.create_pipeline_role(CassandraSettings(), "ecom_pipeline", "s3cret-pw")
+    assert "s3cret-pw" not in str(raised.value) and "syntax" in str(raised.value)
+
+
+def test_setup_refuses_a_bad_role_or_password_before_it_touches_pub_sub(monkeypatch, caplog):
+    monkeypatch.setenv("CASSANDRA_PIPELINE_ROLE", "ecom_pipeline")
+    monkeypatch.setenv("CASSANDRA_PIPELINE_PASSWORD", "caf\udce9")
+    status, errors = run_setup(monkeypatch, caplog, pubsub_error=AssertionError("Pub/Sub was called"))
+    assert status == 1
+    [line] = errors
+    assert line.startswith("CASSANDRA_PIPELINE_PASSWORD is not UTF-8")
