@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import ssl
 from collections.abc import Mapping
@@ -38,6 +39,7 @@ PAYMENTS_DLQ_TOPIC = "dlq_payments_data"
 # with its reason, as its delivery attempt nears this limit; the policy is only the backstop.
 MAX_DELIVERY_ATTEMPTS = 100
 
+log = logging.getLogger(__name__)
 _KEYSPACE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")  # fullmatch: `$` would let a trailing newline in
 _HOST_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
 _CONSISTENCY_LEVELS = {"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"}
@@ -215,6 +217,11 @@ class TlsSettings:
                 raise ValueError(f"{name} names no readable file: {value}")
         settings = cls(Path(ca), Path(cert) if cert else None, Path(key) if key else None, check == "true")
         settings.ssl_context()  # a file OpenSSL refuses is a bad variable now, not a failed connection later
+        if not settings.check_hostname:  # here, once per script; not per connection
+            log.warning(
+                "CASSANDRA_SSL_CHECK_HOSTNAME=false: a node's certificate is not checked against the address "
+                "connected to, so any certificate CASSANDRA_SSL_CA_CERT signed is accepted from any host"
+            )
         return settings
 
     def ssl_context(self) -> ssl.SSLContext:

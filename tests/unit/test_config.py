@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import re
 import ssl
 from pathlib import Path
@@ -346,3 +347,20 @@ def test_the_tls_context_trusts_only_the_given_ca_and_presents_the_client_certif
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
     assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "test-ca"),),)]
     assert TlsSettings(pki["ca.pem"], check_hostname=False).ssl_context().check_hostname is False
+
+
+def test_hostname_checking_turned_off_is_one_warning_line_naming_the_variable(pki, caplog):
+    """Issue 22: CASSANDRA_SSL_CHECK_HOSTNAME=false was taken in silence. Any certificate the CA
+    signed is then accepted from any address: say so once, where the settings are read."""
+    environ = {"CASSANDRA_SSL_CA_CERT": str(pki["ca.pem"]), "CASSANDRA_SSL_CHECK_HOSTNAME": "false"}
+    with caplog.at_level(logging.WARNING, logger="ecom_pipeline"):
+        settings = CassandraSettings.from_env(environ)
+    assert settings.tls is not None and settings.tls.check_hostname is False
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.levelno == logging.WARNING and "CASSANDRA_SSL_CHECK_HOSTNAME=false" in warning.getMessage()
+    assert "\n" not in warning.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ecom_pipeline"):
+        settings.tls.ssl_context()  # each connection builds a context: no warning again
+        CassandraSettings.from_env({"CASSANDRA_SSL_CA_CERT": str(pki["ca.pem"])})  # on by default: none
+    assert caplog.records == []
