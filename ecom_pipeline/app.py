@@ -16,7 +16,7 @@ from .errors import ServiceUnavailable, StoreError
 from .handlers import Handler, OrderHandler, PaymentHandler, ReplayHandler, Store
 from .metrics import ConsumerMetrics, Health
 from .policy import REPLAY_MAX_DELAY, Backoff, DeadLetter, dead_letter_attributes, redact_dead_letter
-from .pubsub_io import Received, connect_subscriber, connect_sync_publisher
+from .pubsub_io import Received, SubscriptionPolicy, connect_subscriber, connect_sync_publisher
 
 __all__ = ["Kind", "run_consumer", "wait_until_ready"]
 
@@ -120,15 +120,16 @@ def run_consumer(
     store = None
     try:
 
-        def check_pubsub() -> int:
-            deadline = subscription.ack_deadline()
+        def check_pubsub() -> SubscriptionPolicy:
+            policy = subscription.policy()
             dead_letters.check()
-            return deadline
+            return policy
 
         alive = health.round if health is not None else None
-        subscription_deadline = wait_until_ready(check_pubsub, stop, "Pub/Sub", alive)
-        if subscription_deadline is None:
+        policy = wait_until_ready(check_pubsub, stop, "Pub/Sub", alive)
+        if policy is None:
             return ConsumerStats()
+        subscription_deadline = policy.ack_deadline
         store = wait_until_ready(lambda: connect(cassandra, reads=kind is not Kind.ORDERS), stop, "Cassandra", alive)
         if store is None:
             return ConsumerStats()
@@ -154,6 +155,7 @@ def run_consumer(
             _dead_letter_for(kind),
             lease_tick=lease_tick,
             leased_for=subscription_deadline,
+            max_delivery_attempts=policy.max_delivery_attempts,
             metrics=metrics,
             health=health,
             # The dead-letter subscription has no dead-letter policy: a nack would come back at once.

@@ -159,26 +159,38 @@ def configure_logging(level: str, tag: str = "", log_format: str = "text") -> No
 def stop_on_signals(*, worker: bool = False) -> threading.Event:
     """An event set by SIGINT or SIGTERM: the scripts finish what is in flight and exit 0.
 
-    A second signal raises KeyboardInterrupt: the consumer stops waiting, hands every message
-    it holds back to Pub/Sub, and exits with FORCED_EXIT.
+    SIGTERM is one stop however many copies of it arrive (`kill -TERM -PGID` and systemd's
+    KillMode=control-group reach a `--workers` worker directly and again through its parent).
+    A second SIGINT (Ctrl-C) forces the exit, once: KeyboardInterrupt, the consumer stops waiting,
+    hands every message it holds back to Pub/Sub, and exits with FORCED_EXIT; later signals are
+    ignored, so the hand-backs run to their end.
 
-    A `--workers` worker ignores SIGINT and stops on the SIGTERM its parent sends: a terminal's
-    Ctrl-C reaches the whole process group, and would otherwise count twice in each worker.
+    A `--workers` worker ignores SIGINT (a terminal's Ctrl-C reaches the whole process group) and
+    is forced by the SIGUSR1 its parent sends on a second Ctrl-C.
     """
     stop = threading.Event()
+    forced = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
-        # Set before logging: a second signal can interrupt this handler's own logging call.
-        again = stop.is_set()
+        if not stop.is_set():
+            stop.set()  # set before logging: a second signal can interrupt this handler's own logging
+            log.info("%s received, stopping (Ctrl-C again to force)", name)
+        elif signum != signal.SIGTERM:
+            _force(signum, _frame)
+
+    def _force(signum: int, _frame: object) -> None:
         stop.set()
-        if again:
-            log.warning("%s received again: forced exit, handing back what is held", name)
-            raise KeyboardInterrupt
-        log.info("%s received, stopping (send it again to force)", name)
+        if forced.is_set():
+            return
+        forced.set()
+        log.warning("%s received again: forced exit, handing back what is held", signal.Signals(signum).name)
+        raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, signal.SIG_IGN if worker else _stop)
     signal.signal(signal.SIGTERM, _stop)
+    if worker:
+        signal.signal(signal.SIGUSR1, _force)
     return stop
 
 
@@ -222,6 +234,14 @@ def consumer_parser(description: str | None, kind: Kind) -> argparse.ArgumentPar
         metavar="SECONDS",
         help="lease kept on a message while it is processed (10-600); a consumer that dies lets its"
         " messages go after this long",
+    )
+    parser.add_argument(
+        "--stop-grace",
+        type=ranged(float, 0, 600),
+        default=ConsumerSettings.stop_grace,
+        metavar="SECONDS",
+        help="on a stop, pull no more and settle what is held for up to this long (retrying through"
+        " an outage), then hand back the rest (0-600; keep it under the platform's own grace period)",
     )
     parser.add_argument(
         "--stats-interval",
@@ -278,6 +298,7 @@ def consumer_options(kind: Kind, args: argparse.Namespace) -> ConsumerOptions:
         exit_after_idle=args.exit_after_idle,
         ack_deadline=args.ack_deadline,
         stats_interval=args.stats_interval,
+        stop_grace=args.stop_grace,
     )
     return ConsumerOptions(
         kind=kind,
@@ -402,11 +423,24 @@ def _run_workers(options: ConsumerOptions, pubsub: PubSubSettings, cassandra: Ca
     for worker in workers:
         worker.start()
 
+    stopping = threading.Event()
+
     def _forward(signum: int, _frame: object) -> None:
-        log.info("%s received, stopping %d workers", signal.Signals(signum).name, len(workers))
-        for worker in workers:  # SIGTERM, which the workers count, whatever came (see stop_on_signals)
+        """The first signal stops the workers (SIGTERM); a second Ctrl-C forces them (SIGUSR1);
+        another SIGTERM is the same stop (see stop_on_signals)."""
+        if stopping.is_set() and signum == signal.SIGTERM:
+            return
+        passed_on = signal.SIGUSR1 if stopping.is_set() else signal.SIGTERM
+        stopping.set()
+        log.info(
+            "%s received, %s %d workers",
+            signal.Signals(signum).name,
+            "forcing" if passed_on == signal.SIGUSR1 else "stopping",
+            len(workers),
+        )
+        for worker in workers:
             if worker.pid is not None and worker.exitcode is None:
-                os.kill(worker.pid, signal.SIGTERM)
+                os.kill(worker.pid, passed_on)
 
     signal.signal(signal.SIGINT, _forward)
     signal.signal(signal.SIGTERM, _forward)

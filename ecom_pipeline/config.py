@@ -276,3 +276,6 @@ class ConsumerSettings:
     stats_interval: float = 5.0
     retry_initial: float = 0.2
     retry_maximum: float = 10.0
+    # A stop settles what is held for this long before handing the rest back: within
+    # Kubernetes' default 30 s grace, with room for the pulls under way and the hand-backs.
+    stop_grace: float = 20.0

@@ -4,8 +4,14 @@ Delivery contract (at-least-once, idempotent effect):
 - a message is acked only after its row write, or its dead-letter publish, has succeeded;
 - a service that is down (Cassandra, Pub/Sub) is waited for with exponential backoff, leases
   kept alive, for as long as it takes; nothing is dead-lettered or acked meanwhile;
-- an unexpected failure of one message is nacked, so Pub/Sub redelivers it and the
-  subscription's dead-letter policy moves a message that keeps failing to the dead-letter topic;
+- a stop (SIGTERM, Ctrl-C, idle exit) pulls no more and settles what is already held within
+  `stop_grace` seconds (retrying through an outage meanwhile); only what it could not settle
+  is handed back;
+- Pub/Sub counts every hand-back (and every lease that runs out) as a delivery attempt, and the
+  subscription's dead-letter policy moves a message after `max_delivery_attempts` of them, raw,
+  with no reason. The policy is only a backstop: a message this consumer would hand back or nack
+  at its last attempts (`last_chance`) is dead-lettered here instead, with its reason
+  (`delivery_attempts_exhausted` and the last error seen);
 - what can never work for any message (a missing topic, refused credentials) raises
   `FatalError`: every held message is handed back and the consumer stops;
 - memory is bounded: at most `batches_in_flight` batches of `batch_size` messages are written
@@ -30,12 +36,20 @@ from typing import Protocol
 
 from .config import ConsumerSettings
 from .errors import FatalError
-from .handlers import Handler
+from .handlers import ATTEMPTS_EXHAUSTED, Handler
 from .metrics import ConsumerMetrics, Health
 from .policy import Applied, Backoff, DeadLetter, Defer, Fail, Retry
-from .pubsub_io import LeaseKeeper, Prefetcher, PubSubUnavailable, Received, Subscription
+from .pubsub_io import LeaseKeeper, PartlyPublished, Prefetcher, PubSubUnavailable, Received, Subscription
 
-__all__ = ["Consumer", "ConsumerStats", "DeadLetterFor", "DeadLetters", "Settlement", "sort_outcomes"]
+__all__ = [
+    "Consumer",
+    "ConsumerStats",
+    "DeadLetterFor",
+    "DeadLetters",
+    "Settlement",
+    "last_chance",
+    "sort_outcomes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +57,18 @@ PULL_TIMEOUT = 2.0  # seconds a pull waits when idle; bounds how long stopping t
 # Pulls under way at once: the emulator answers at most 100 messages a pull, and with one pull
 # at a time the batch workers took 240-380 messages a batch on average here, with two 430-530.
 PULLERS = 2
+
+
+def last_chance(max_delivery_attempts: int | None) -> int | None:
+    """The delivery attempt from which a message is dead-lettered here rather than handed back
+    (None: the subscription has no dead-letter policy, nothing to get ahead of).
+
+    Pub/Sub's count is best effort, so a tenth of the limit (at least one attempt) is kept in
+    hand: with the 100 attempts `make setup` sets, attempts 90 to 100.
+    """
+    if not max_delivery_attempts:
+        return None
+    return max(1, max_delivery_attempts - max(1, max_delivery_attempts // 10))
 
 
 class DeadLetters(Protocol):
@@ -155,11 +181,13 @@ class Consumer:
         *,
         lease_tick: float,
         leased_for: int = 0,
+        max_delivery_attempts: int | None = None,
         metrics: ConsumerMetrics | None = None,
         health: Health | None = None,
         defer_refused: int | None = None,
     ) -> None:
-        """`defer_refused`: seconds to defer a message whose dead letter Pub/Sub refuses for good,
+        """`max_delivery_attempts`: the subscription's dead-letter policy (None: it has none).
+        `defer_refused`: seconds to defer a message whose dead letter Pub/Sub refuses for good,
         instead of nacking it; for a subscription with no dead-letter policy to cap redeliveries."""
         self._subscription = subscription
         self._defer_refused = defer_refused
@@ -168,16 +196,19 @@ class Consumer:
         self._settings = settings
         self._stop = stop
         self._dead_letter_for = dead_letter_for
+        self._max_attempts = max_delivery_attempts
+        self._last_chance = last_chance(max_delivery_attempts)
         self._backoff = Backoff(settings.retry_initial, settings.retry_maximum)
         self._leases = LeaseKeeper(subscription, settings.ack_deadline, lease_tick, leased_for=leased_for)
-        # Deferred messages (ack id -> monotonic time the deferral ends): handed back at exit,
-        # so nothing stays invisible after this consumer is gone.
-        self._deferred: dict[str, float] = {}
+        # Deferred messages (ack id -> (monotonic time the deferral ends, when the message was
+        # published)): handed back at exit, so nothing stays invisible after this consumer is gone.
+        self._deferred: dict[str, tuple[float, datetime]] = {}
         self._metrics = metrics
         self._health = health
         self.stats = ConsumerStats()
         self._lock = threading.Lock()  # the stats, the deferrals and the workers' state below
-        self._halt = threading.Event()  # the workers stop: set on a stop request or a failure
+        self._draining = threading.Event()  # a stop: pull no more, settle what is held
+        self._halt = threading.Event()  # the workers stop: the grace period is over, or a failure
         self._failure: BaseException | None = None  # what stopped a worker, raised by `run`
         self._busy = 0  # workers holding a batch
         self._last_activity = 0.0  # monotonic time of the last progress (idle exit)
@@ -187,8 +218,10 @@ class Consumer:
     def run(self) -> ConsumerStats:
         """Consume until the stop event is set or, with `exit_after_idle`, nothing came for that long.
 
-        Raises `FatalError` (after handing every held message back) when nothing can work; an
-        exception in a worker (a forced exit, a bug outside the handler) is raised here too.
+        Then pull no more, and settle what was pulled within `stop_grace` seconds; hand back
+        only what is left. Raises `FatalError` (after handing every held message back) when
+        nothing can work; an exception in a worker (a forced exit, a bug outside the handler) is
+        raised here too.
         """
         idle_limit = self._settings.exit_after_idle
         pull_timeout = PULL_TIMEOUT if idle_limit is None else max(0.5, min(PULL_TIMEOUT, idle_limit))
@@ -213,7 +246,6 @@ class Consumer:
         for worker in workers:
             worker.daemon = True  # a forced exit does not wait for a write under way
             worker.start()
-        forced = True
         try:
             while not self._halt.wait(0.1):
                 if self._stop.is_set():
@@ -221,34 +253,49 @@ class Consumer:
                 if idle_limit is not None and self._idle_for() >= idle_limit:
                     log.info("no message for %.0f s, exiting", idle_limit)
                     break
-            forced = False
+            self._drain(prefetcher, workers)  # a second signal interrupts this: forced after all
         finally:
             self._halt.set()
-            try:
-                if not forced:  # each worker settles its batch, or hands it back if it was retrying
-                    for worker in workers:
-                        worker.join()  # a second signal interrupts this wait: forced after all
-            finally:
-                self._release_all(prefetcher)
+            self._release_all(prefetcher)
         if self._failure is not None:
             raise self._failure
         return self.stats
 
+    def _drain(self, prefetcher: Prefetcher, workers: Sequence[threading.Thread]) -> None:
+        """Pull no more; let the workers settle what is held until the grace period ends (they
+        hand back what they are still retrying then), and wait for them."""
+        self._draining.set()
+        prefetcher.close()
+        grace = self._settings.stop_grace
+        if not self._halt.is_set() and self._leases.held():
+            log.info("stopping: settling %d held messages within %.0f s", len(self._leases.held()), grace)
+        deadline = time.monotonic() + grace
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        self._halt.set()
+        for worker in workers:
+            worker.join()
+
     def _release_all(self, prefetcher: Prefetcher) -> None:
         """At exit, hand back everything still leased: what was deferred, what was pulled ahead
         or is in the batches of workers a forced exit did not wait for, and then what the pulls
-        under way bring. Those are waited for (up to a pull's timeout), and a second signal may
-        cut that wait short: everything held before it is handed back first, and after it too."""
+        under way bring. Each step runs whatever the one before it raised (a forced exit during
+        a hand-back still hands back the rest); the first exception is raised at the end."""
+        first: BaseException | None = None
+        for step in (self._hand_back_deferred, self._hand_back_held, prefetcher.stop, self._hand_back_held):
+            try:
+                step()
+            except BaseException as exc:  # a forced exit (KeyboardInterrupt) included
+                first = first or exc
+        self._leases.stop()
+        if first is not None:
+            raise first
+
+    def _hand_back_deferred(self) -> None:
         deferred = self._still_deferred()
         if deferred:
             log.info("stopping: handing %d deferred messages back to Pub/Sub", len(deferred))
             self._subscription.nack(deferred)
-        self._hand_back_held()
-        try:
-            prefetcher.stop()
-        finally:
-            self._hand_back_held()
-            self._leases.stop()
 
     def _hand_back_held(self) -> None:
         unsettled = self._leases.held()
@@ -257,13 +304,15 @@ class Consumer:
             self._hand_back_ids(unsettled)
 
     def _work(self, worker: int, prefetcher: Prefetcher, take_timeout: float) -> None:
-        """One batch worker: take a batch, settle it, repeat until halted."""
+        """One batch worker: take a batch, settle it, repeat until halted, or drained at a stop."""
         try:
             while not self._halt.is_set():
                 self._round(worker)
                 self._report()
                 batch = prefetcher.take(self._settings.batch_size, take_timeout)
                 if not batch:
+                    if self._draining.is_set() and prefetcher.drained():
+                        return
                     continue
                 with self._lock:
                     self._busy += 1
@@ -307,43 +356,50 @@ class Consumer:
         """Settle every message of the batch; retry in place what failed transiently. True if
         anything but a deferral came of it (progress, for the idle exit).
 
-        Whatever stops this early (a stop request during a retry, a `FatalError`, a forced exit)
+        Retries go on through a stop until its grace period ends; then what is still unsettled
+        is given up (`_give_up`). Whatever else stops this early (a `FatalError`, a forced exit)
         hands the messages not yet settled back to Pub/Sub: no lease is ever left held.
         """
         pending: Sequence[Received] = batch
         attempt = 0
         deferred = 0
+        last_error = ""
         try:
             while pending:
-                pending, deferred_now = self._attempt(pending)
+                pending, deferred_now, last_error = self._attempt(pending)
                 deferred += deferred_now
                 if not pending:
                     break
                 self._count("retried", len(pending))
                 self._round(worker)
-                if self._halt.is_set() or self._stop.is_set():
-                    log.info("stopping: handing %d unfinished messages back to Pub/Sub", len(pending))
+                if self._halt.is_set():
                     break
                 delay = self._backoff.delay(attempt)
                 attempt += 1
                 log.warning("%d messages hit a transient failure; retry %d in %.1f s", len(pending), attempt, delay)
-                self._halt.wait(delay)
-        finally:
+                if self._halt.wait(delay):
+                    break
+        except BaseException:
             if pending:
                 self._hand_back(pending)
+            raise
+        if pending:
+            log.info("stopping: %d unfinished messages", len(pending))
+            self._give_up(pending, last_error)
         return deferred < len(batch)
 
-    def _attempt(self, batch: Sequence[Received]) -> tuple[list[Received], int]:
-        """Handle the batch once and settle what can be settled: the messages to retry, and how
-        many were deferred."""
+    def _attempt(self, batch: Sequence[Received]) -> tuple[list[Received], int, str]:
+        """Handle the batch once and settle what can be settled: the messages to retry, how many
+        were deferred, and the last transient error."""
         try:
-            settlement = sort_outcomes(batch, self._handler.handle(batch))
+            outcomes = self._handler.handle(batch)
+            settlement = sort_outcomes(batch, outcomes)
         except FatalError:
             raise
-        except Exception:  # a bug must not stop the pipeline: nack, Pub/Sub caps the attempts
+        except Exception as exc:  # a bug must not stop the pipeline: nack, Pub/Sub caps the attempts
             log.exception("unexpected error while handling %d messages; nacking them", len(batch))
-            self._nack(batch)
-            return [], 0
+            self._nack([(message, f"unexpected error: {exc!r}") for message in batch])
+            return [], 0, ""
         # Dead letters first: the only step that can fail; nothing is settled before it.
         published, refused, unpublished = self._publish_dead_letters(settlement.dead)
         self._ack(settlement.applied, published)
@@ -353,36 +409,70 @@ class Consumer:
             log.error("message %s failed: %s", message.message_id, reason)
         deferred = sum(len(m) for m in settlement.deferred.values())
         if self._defer_refused is not None and refused:
-            self._defer(refused, self._defer_refused)
+            self._defer([message for message, _ in refused], self._defer_refused)
             deferred, refused = deferred + len(refused), []
-        self._nack([message for message, _ in settlement.failed] + refused)
+        self._nack(settlement.failed, dead_letter_last_chance=True)
+        self._nack(refused, dead_letter_last_chance=False)  # Pub/Sub would refuse another one too
         if self._health is not None:  # readiness: a transient store failure means Cassandra is not
             self._health.set_ready(cassandra=not settlement.retry, pubsub=not unpublished if settlement.dead else None)
-        return settlement.retry + unpublished, deferred
+        last_error = next((r.reason for r in outcomes if isinstance(r, Retry)), "dead-letter publish failed")
+        return settlement.retry + unpublished, deferred, last_error
 
     def _publish_dead_letters(
         self, dead: list[tuple[Received, DeadLetter]]
-    ) -> tuple[list[tuple[Received, DeadLetter]], list[Received], list[Received]]:
-        """Publish the dead letters: (published, refused for good, to retry)."""
+    ) -> tuple[list[tuple[Received, DeadLetter]], list[tuple[Received, str]], list[Received]]:
+        """Publish the dead letters: (published, refused for good with why, to retry)."""
         if not dead:
             return [], [], []
         letters = [self._dead_letter_for(message, reason, self._subscription.name) for message, reason in dead]
         try:
             refusals = self._dead_letters.publish(letters)
+        except PartlyPublished as exc:  # the rest is retried; what went out is not sent again
+            log.warning("dead-letter publish failed part-way, will retry %d: %s", len(dead) - len(exc.published), exc)
+            refusals = [None if p in exc.published else exc.refusals.get(p, "") for p in range(len(dead))]
         except PubSubUnavailable as exc:
             log.warning("dead-letter publish of %d messages failed, will retry: %s", len(dead), exc)
             return [], [], [message for message, _ in dead]
         published: list[tuple[Received, DeadLetter]] = []
-        refused: list[Received] = []
+        refused: list[tuple[Received, str]] = []
+        unpublished: list[Received] = []
         for (message, reason), refusal in zip(dead, refusals, strict=True):
             if refusal is None:
                 published.append((message, reason))
+            elif not refusal:
+                unpublished.append(message)
             else:
                 # Pub/Sub will never take this dead letter (e.g. too many attributes): nack it,
                 # and the subscription's dead-letter policy moves it as it is.
                 log.error("dead letter for %s refused, nacking: %s", message.message_id, refusal)
-                refused.append(message)
-        return published, refused, []
+                refused.append((message, refusal))
+        return published, refused, unpublished
+
+    def _give_up(self, messages: Sequence[Received], why: str) -> None:
+        """What could not be settled before a stop: handed back, but for the messages at their
+        last chance, which are dead-lettered here (a hand-back would let the policy move them)."""
+        dead = self._at_last_chance(messages, why)
+        if dead:
+            try:
+                published, _, _ = self._publish_dead_letters(dead)
+            except FatalError as exc:
+                log.error("could not dead-letter %d messages at their last attempts: %s", len(dead), exc)
+                published = []
+            self._ack([], published)
+            settled = {message.ack_id for message, _ in published}
+            messages = [m for m in messages if m.ack_id not in settled]
+        if messages:
+            self._hand_back(messages)
+
+    def _at_last_chance(self, messages: Sequence[Received], why: str) -> list[tuple[Received, DeadLetter]]:
+        limit = self._last_chance
+        if limit is None:
+            return []
+        return [
+            (m, DeadLetter(ATTEMPTS_EXHAUSTED, f"delivery attempt {m.delivery_attempt} of {self._max_attempts}: {why}"))
+            for m in messages
+            if m.delivery_attempt >= limit
+        ]
 
     # Each settle step releases the leases first: once `release` returns, the lease keeper will
     # not extend these messages again, so its extension cannot undo a nack or a deferral.
@@ -413,14 +503,27 @@ class Consumer:
         self._still_deferred()  # forget the deferrals that have ended: bounded by the backlog
         until = time.monotonic() + seconds
         with self._lock:
-            self._deferred.update((ack_id, until) for ack_id in ack_ids)
+            self._deferred.update((m.ack_id, (until, m.publish_time)) for m in messages)
         self._count("deferred", len(ack_ids))
 
-    def _nack(self, messages: Sequence[Received]) -> None:
-        """A failure of these messages: redelivered by Pub/Sub, which counts the attempts."""
-        if messages:
-            self._hand_back(messages)
-            self._count("nacked", len(messages))
+    def _nack(self, failed: Sequence[tuple[Received, str]], *, dead_letter_last_chance: bool = True) -> None:
+        """A failure of these messages: redelivered by Pub/Sub, which counts the attempts; those
+        at their last chance are dead-lettered here instead, with the failure as their reason."""
+        if not failed:
+            return
+        dead: list[tuple[Received, DeadLetter]] = []
+        if dead_letter_last_chance and self._last_chance is not None:
+            for message, why in failed:
+                dead += self._at_last_chance([message], why)
+        published: list[tuple[Received, DeadLetter]] = []
+        if dead:
+            published, _, _ = self._publish_dead_letters(dead)
+            self._ack([], published)
+        settled = {message.ack_id for message, _ in published}
+        rest = [message for message, _ in failed if message.ack_id not in settled]
+        if rest:
+            self._hand_back(rest)
+            self._count("nacked", len(rest))
 
     def _count(self, outcome: str, amount: int) -> None:
         """One place for the counts of the summary line and of the metrics, so they agree."""
@@ -431,7 +534,7 @@ class Consumer:
 
     def _round(self, worker: int) -> None:
         """This worker is alive; the liveness probe sees the worker that has gone longest
-        without a round. The in-flight gauge: what the consumer holds."""
+        without a round. The in-flight and deferral gauges: what the consumer holds."""
         if self._health is not None:
             with self._lock:
                 self._rounds[worker] = time.monotonic()
@@ -439,6 +542,10 @@ class Consumer:
             self._health.round(at=oldest)
         if self._metrics is not None:
             self._metrics.in_flight.set(len(self._leases.held()))
+            count, published = self._deferral_state()
+            self._metrics.deferred.set(count)
+            age = (datetime.now(UTC) - published).total_seconds() if published is not None else 0.0
+            self._metrics.oldest_deferred_age.set(max(0.0, age))
 
     def _pulled(self, ok: bool) -> None:
         if self._health is not None:
@@ -448,8 +555,15 @@ class Consumer:
         """The ack ids whose deferral has not ended yet (the others are forgotten)."""
         now = time.monotonic()
         with self._lock:
-            self._deferred = {ack_id: until for ack_id, until in self._deferred.items() if until > now}
+            self._deferred = {ack_id: entry for ack_id, entry in self._deferred.items() if entry[0] > now}
             return list(self._deferred)
+
+    def _deferral_state(self) -> tuple[int, datetime | None]:
+        """How many messages are deferred now, and the publish time of the oldest of them."""
+        now = time.monotonic()
+        with self._lock:
+            waiting = [published for until, published in self._deferred.values() if until > now]
+        return len(waiting), min(waiting, default=None)
 
     def _hand_back(self, messages: Sequence[Received]) -> None:
         """Give messages back to Pub/Sub for immediate redelivery (not counted as a failure)."""

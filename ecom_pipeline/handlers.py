@@ -30,9 +30,11 @@ from .policy import (
 from .pubsub_io import Received
 
 __all__ = [
+    "ATTEMPTS_EXHAUSTED",
     "ORDER_NOT_FOUND",
     "REASONS",
     "UNEXPECTED_FAILURE",
+    "WRITE_REFUSED",
     "Clock",
     "Handler",
     "OrderHandler",
@@ -42,8 +44,22 @@ __all__ = [
 
 ORDER_NOT_FOUND = "order_not_found"
 UNEXPECTED_FAILURE = "unexpected_failure"
+# Valid messages that were not applied: Cassandra refused this row for good, or the consumer
+# took it from the subscription before the dead-letter policy would have (consumer.py).
+WRITE_REFUSED = "write_refused"
+ATTEMPTS_EXHAUSTED = "delivery_attempts_exhausted"
 # Every reason a dead letter of this pipeline can carry (a metric label: a bounded set).
-REASONS = frozenset({"invalid_encoding", "invalid_json", "invalid_message", ORDER_NOT_FOUND, UNEXPECTED_FAILURE})
+REASONS = frozenset(
+    {
+        "invalid_encoding",
+        "invalid_json",
+        "invalid_message",
+        ORDER_NOT_FOUND,
+        UNEXPECTED_FAILURE,
+        WRITE_REFUSED,
+        ATTEMPTS_EXHAUSTED,
+    }
+)
 Clock = Callable[[], datetime]
 
 
@@ -72,7 +88,9 @@ def _outcome(error: StoreError | None) -> Outcome:
         raise error
     if isinstance(error, TransientStoreError):
         return Retry(str(error))
-    return Fail(str(error))
+    # Cassandra refused this row for good: its own failure, dead-lettered with the reason now
+    # (nacked, it would come back until the subscription's policy moved it without one).
+    return DeadLetter(WRITE_REFUSED, str(error))
 
 
 R = TypeVar("R")
@@ -194,6 +212,8 @@ class ReplayHandler:
         now = self._now()
         outcomes: list[Outcome] = []
         for message, outcome in zip(batch, self._payments.handle(batch), strict=True):
+            if isinstance(outcome, DeadLetter) and outcome.code == WRITE_REFUSED:
+                outcome = Fail(outcome.detail)  # it stays where it is, tried again on the schedule
             if isinstance(outcome, (Applied, Retry)):
                 outcomes.append(outcome)
                 continue

@@ -117,6 +117,18 @@ class ConsumerMetrics:
             multiprocess_mode="max",
             registry=registry,
         )
+        self.deferred = Gauge(
+            "ecom_pipeline_deferred_messages",
+            "Messages held deferred (the replay's dead letters waiting for their order)",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.oldest_deferred_age = Gauge(
+            "ecom_pipeline_oldest_deferred_age_seconds",
+            "Age of the oldest deferred message, since it was published to the subscription's topic",
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
         for outcome in OUTCOMES:
             self._messages[outcome].inc(0)  # every series exists from the start, at 0
 

@@ -38,11 +38,13 @@ from .errors import FatalError, PipelineError, ServiceUnavailable
 
 __all__ = [
     "LeaseKeeper",
+    "PartlyPublished",
     "Prefetcher",
     "PubSubUnavailable",
     "Received",
     "Subscription",
     "SubscriptionClient",
+    "SubscriptionPolicy",
     "SyncPublisher",
     "connect_publisher",
     "connect_subscriber",
@@ -78,6 +80,17 @@ class PubSubUnavailable(ServiceUnavailable):
     """Pub/Sub did not answer; the caller backs off and tries again."""
 
 
+class PartlyPublished(PubSubUnavailable):
+    """A publish of several requests failed part-way: the messages at `published` (positions in
+    the call) went out, with `refusals` for those Pub/Sub refused for good; the caller retries
+    only the rest, so no dead letter is published twice."""
+
+    def __init__(self, message: str, published: frozenset[int], refusals: Mapping[int, str]) -> None:
+        super().__init__(message)
+        self.published = published
+        self.refusals = dict(refusals)
+
+
 def translate_error(exc: google_exceptions.GoogleAPICallError, doing: str, missing: str) -> PipelineError:
     """The pipeline's view of a Pub/Sub error: wait for the service, or stop with one line."""
     if isinstance(exc, TRANSIENT_GOOGLE_ERRORS):
@@ -111,6 +124,15 @@ class Received:
     delivery_attempt: int
 
 
+@dataclass(frozen=True)
+class SubscriptionPolicy:
+    """What a subscription's own settings say: its ack deadline, and after how many delivery
+    attempts its dead-letter policy moves a message (None: it has no such policy)."""
+
+    ack_deadline: int
+    max_delivery_attempts: int | None
+
+
 class Subscription(Protocol):
     """What the consumer loop, the lease keeper and the prefetcher need of a subscription."""
 
@@ -135,11 +157,17 @@ class SubscriptionClient:
 
     def ack_deadline(self) -> int:
         """The subscription's own ack deadline, in seconds; `FatalError` when it does not exist."""
+        return self.policy().ack_deadline
+
+    def policy(self) -> SubscriptionPolicy:
+        """The subscription's ack deadline and dead-letter limit; `FatalError` when it does not exist."""
         try:
             subscription = self._subscriber.get_subscription(subscription=self.path, timeout=RPC_TIMEOUT, retry=None)
         except google_exceptions.GoogleAPICallError as exc:
             raise translate_error(exc, f"reading subscription {self.path}", f"subscription {self.path}") from exc
-        return int(subscription.ack_deadline_seconds)
+        dead_letters = subscription.dead_letter_policy
+        limit = int(dead_letters.max_delivery_attempts or 5) if dead_letters.dead_letter_topic else None
+        return SubscriptionPolicy(int(subscription.ack_deadline_seconds), limit)
 
     def pull(self, max_messages: int, timeout: float) -> list[Received]:
         """Up to `max_messages` messages; an empty list when none arrived within `timeout`."""
@@ -241,8 +269,16 @@ class SyncPublisher:
         """
         requests = [PubsubMessage(data=data, attributes=dict(attributes)) for data, attributes in messages]
         refusals: list[str | None] = [None] * len(requests)
+        done: list[int] = []
         for chunk in publish_chunks(requests):
-            self._publish(requests, chunk, refusals)
+            try:
+                self._publish(requests, chunk, refusals)
+            except PubSubUnavailable as exc:
+                if not done:
+                    raise
+                refused = {p: r for p in done if (r := refusals[p]) is not None}
+                raise PartlyPublished(str(exc), frozenset(p for p in done if p not in refused), refused) from exc
+            done.extend(chunk)
         return refusals
 
     def _publish(self, requests: Sequence[PubsubMessage], positions: list[int], refusals: list[str | None]) -> None:
@@ -374,18 +410,29 @@ class Prefetcher:
     def take(self, max_messages: int, timeout: float) -> list[Received]:
         """Up to `max_messages` pulled messages; an empty list when none came within `timeout`."""
         with self._changed:
-            self._changed.wait_for(lambda: self._buffer or self._error, timeout)
+            self._changed.wait_for(
+                lambda: self._buffer or self._error or (self._stopped.is_set() and not self._reserved), timeout
+            )
             if self._error is not None:
                 raise self._error
             batch = [self._buffer.popleft() for _ in range(min(max_messages, len(self._buffer)))]
             self._changed.notify_all()
             return batch
 
-    def stop(self) -> list[Received]:
-        """Stop pulling; return what was pulled and not taken, for the caller to hand back."""
+    def close(self) -> None:
+        """Pull no more; what is buffered, and what the pulls under way bring, can still be taken."""
         self._stopped.set()
         with self._changed:
             self._changed.notify_all()
+
+    def drained(self) -> bool:
+        """Closed, with nothing buffered and no pull under way: `take` will bring nothing more."""
+        with self._changed:
+            return self._stopped.is_set() and not self._buffer and not self._reserved
+
+    def stop(self) -> list[Received]:
+        """Stop pulling; return what was pulled and not taken, for the caller to hand back."""
+        self.close()
         deadline = time.monotonic() + self._pull_timeout + RPC_TIMEOUT
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))

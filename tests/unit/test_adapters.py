@@ -37,7 +37,7 @@ from ecom_pipeline.cassandra_io import (
 )
 from ecom_pipeline.config import CassandraSettings
 from ecom_pipeline.errors import FatalError, FatalStoreError, StoreError, TransientStoreError
-from ecom_pipeline.pubsub_io import PubSubUnavailable, SyncPublisher, publish_chunks
+from ecom_pipeline.pubsub_io import PartlyPublished, PubSubUnavailable, SyncPublisher, publish_chunks
 
 # --- cassandra_io.translate_error ---------------------------------------------------------------
 
@@ -314,3 +314,22 @@ def test_an_ack_or_lease_change_that_gives_up_is_a_warning_not_an_exception(capl
     client.modify_deadline(["a"], 60)
     client.nack(["a"])
     assert [r.levelname for r in caplog.records] == ["WARNING"] * 3
+
+
+def test_a_publish_that_fails_after_its_first_request_names_what_went_out():
+    """Two Publish requests (1,000 messages at most each), the second one unanswered: the caller
+    must retry only its messages (all, again, would duplicate the first request's dead letters)."""
+
+    class SecondRequestFails(FakeRawPublisher):
+        def publish(self, *, topic: str, messages: Sequence[PubsubMessage], timeout: float, retry: object) -> None:
+            if any(m.data == b"second" for m in messages):
+                raise google_exceptions.ServiceUnavailable("gone")
+            super().publish(topic=topic, messages=messages, timeout=timeout, retry=retry)
+
+    empty: dict[str, str] = {}
+    letters = [(b"refuse", empty)] + [(b"ok", empty)] * 999 + [(b"second", empty)] * 2
+    with pytest.raises(PartlyPublished) as raised:
+        SyncPublisher(SecondRequestFails(), "projects/p/topics/t").publish(letters)  # type: ignore[arg-type]  # a fake of the generated client's publish() alone
+    assert raised.value.published == frozenset(range(1, 1000))
+    assert set(raised.value.refusals) == {0} and "too many attributes" in raised.value.refusals[0]
+    assert isinstance(raised.value, PubSubUnavailable)  # callers that know no better retry all

@@ -4,6 +4,7 @@ and the two-signal stop. No service needed."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 
@@ -110,30 +112,49 @@ def test_help_shows_every_default_and_no_none(capsys):
     assert "None" not in text
 
 
-def test_a_second_signal_forces_the_exit():
-    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+@contextlib.contextmanager
+def saved_handlers() -> Iterator[None]:
+    kinds = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+    previous = [signal.getsignal(kind) for kind in kinds]
     try:
+        yield
+    finally:
+        for kind, handler in zip(kinds, previous, strict=True):
+            signal.signal(kind, handler)
+
+
+def test_a_second_ctrl_c_forces_the_exit_once_and_later_signals_are_ignored():
+    with saved_handlers():
         stop = cli.stop_on_signals()
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
         assert stop.is_set()
         with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # a third one must not cut the hand-backs short
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_any_number_of_sigterms_is_one_stop():
+    # kill -TERM -PGID reaches a --workers worker directly and again through its parent.
+    with saved_handlers():
+        stop = cli.stop_on_signals()
+        for _ in range(3):
             os.kill(os.getpid(), signal.SIGTERM)
-    finally:
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGINT, previous[1])
+        assert stop.is_set()
+        with pytest.raises(KeyboardInterrupt):  # Ctrl-C after a SIGTERM still forces
+            os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_a_worker_ignores_sigint_and_stops_on_the_parents_sigterm():
-    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    try:
+def test_a_worker_ignores_sigint_stops_on_sigterm_and_is_forced_by_sigusr1():
+    with saved_handlers():
         stop = cli.stop_on_signals(worker=True)
         os.kill(os.getpid(), signal.SIGINT)  # a terminal's Ctrl-C, which the parent also got
         assert not stop.is_set()
-        os.kill(os.getpid(), signal.SIGTERM)  # what the parent forwards
+        os.kill(os.getpid(), signal.SIGTERM)  # what the parent forwards, maybe twice
+        os.kill(os.getpid(), signal.SIGTERM)
         assert stop.is_set()
-    finally:
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGINT, previous[1])
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGUSR1)  # the parent's second Ctrl-C
 
 
 def test_json_logs_are_one_object_per_line_with_what_cloud_logging_reads():

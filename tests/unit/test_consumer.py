@@ -7,6 +7,7 @@ the integration tests. Handlers are scripted: each call returns the next list of
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -17,11 +18,11 @@ from typing import Any
 import pytest
 
 from ecom_pipeline.config import ConsumerSettings
-from ecom_pipeline.consumer import Consumer, sort_outcomes
+from ecom_pipeline.consumer import Consumer, last_chance, sort_outcomes
 from ecom_pipeline.errors import FatalError
 from ecom_pipeline.handlers import Handler
 from ecom_pipeline.policy import Applied, DeadLetter, Defer, Fail, Outcome, Retry
-from ecom_pipeline.pubsub_io import LeaseKeeper, Prefetcher, PubSubUnavailable, Received
+from ecom_pipeline.pubsub_io import LeaseKeeper, PartlyPublished, Prefetcher, PubSubUnavailable, Received
 from tests.unit.conftest import received
 
 
@@ -307,14 +308,147 @@ def test_a_handler_that_returns_too_few_outcomes_nacks_the_batch_and_leaks_no_le
     assert loop._leases.held() == set()
 
 
-def test_stop_during_a_retry_hands_the_messages_back_uncounted():
+def test_stop_during_a_retry_with_no_grace_hands_the_messages_back_uncounted():
     batch = messages(2)
     subscription = FakeSubscription(to_pull=list(batch))
     stop = threading.Event()
-    handler = ScriptedHandler([Retry("down"), Retry("down")], on_call=stop.set)
-    stats = consumer(subscription, handler, stop=stop, exit_after_idle=None).run()
+    retries: list[Outcome] = [Retry("down"), Retry("down")]
+    handler = ScriptedHandler(*[retries] * 10_000, on_call=stop.set)
+    stats = consumer(subscription, handler, stop=stop, exit_after_idle=None, stop_grace=0).run()
     assert sorted(subscription.nacked()) == sorted(acks(batch))
-    assert (stats.nacked, stats.applied, stats.retried) == (0, 0, 2)
+    assert (stats.nacked, stats.applied, stats.retried) == (0, 0, 2 * len(handler.batches))
+
+
+def test_a_stop_settles_what_is_held_within_the_grace_period_instead_of_handing_it_back():
+    """A stop pulls no more, but the batch being retried and the batches pulled ahead are
+    settled: a hand-back costs every message a delivery attempt."""
+    batch = messages(6)
+    subscription = FakeSubscription(to_pull=list(batch))
+    stop = threading.Event()
+    handler = ScriptedHandler([Retry("down"), Retry("down")], [Retry("down"), Retry("down")], on_call=stop.set)
+    stats = consumer(
+        subscription, handler, stop=stop, batch_size=2, batches_in_flight=1, exit_after_idle=None, stop_grace=5
+    ).run()
+    pulled = [m for m in batch if m not in subscription.to_pull]
+    assert len(pulled) > 2  # the batch in hand and some pulled ahead, all settled below
+    assert sorted(subscription.acked) == sorted(acks(pulled))
+    assert subscription.nacked() == []
+    assert (stats.applied, stats.nacked) == (len(pulled), 0)
+
+
+def at_attempt(message: Received, attempt: int) -> Received:
+    return dataclasses.replace(message, delivery_attempt=attempt)
+
+
+@pytest.mark.parametrize(("limit", "first"), [(100, 90), (5, 4), (10, 9), (20, 18), (None, None)])
+def test_the_last_chance_keeps_a_tenth_of_the_policy_in_hand(limit, first):
+    assert last_chance(limit) == first
+
+
+def test_a_message_at_its_last_attempts_is_dead_lettered_not_handed_back_at_a_stop():
+    """Handed back, it would be moved raw by the subscription's policy: no reason, no metric."""
+    early, late = at_attempt(messages(2)[0], 3), at_attempt(messages(2)[1], 90)
+    subscription = FakeSubscription(to_pull=[early, late])
+    stop = threading.Event()
+    dead = FakeDeadLetters()
+    retries: list[Outcome] = [Retry("Cassandra timed out")] * 2
+    handler = ScriptedHandler(*[retries] * 10_000, on_call=stop.set)
+    loop = Consumer(
+        subscription,
+        handler,
+        dead,
+        settings(exit_after_idle=None, stop_grace=0),
+        stop,
+        dead_letter_for,
+        lease_tick=0.05,
+        max_delivery_attempts=100,
+    )
+    stats = loop.run()
+    assert subscription.nacked() == [early.ack_id]
+    assert subscription.acked == [late.ack_id]
+    assert [attributes["error"] for _, attributes in dead.published] == ["delivery_attempts_exhausted"]
+    assert dict(stats.dead_lettered) == {"delivery_attempts_exhausted": 1}
+
+
+def test_a_batch_that_fails_unexpectedly_is_dead_lettered_at_its_last_attempts_with_the_error():
+    early, late = at_attempt(messages(2)[0], 1), at_attempt(messages(2)[1], 95)
+    subscription = FakeSubscription(to_pull=[early, late])
+    seen: list[DeadLetter] = []
+
+    def dead_letter_seen(message: Received, reason: DeadLetter, subscription: str) -> tuple[bytes, dict[str, str]]:
+        seen.append(reason)
+        return dead_letter_for(message, reason, subscription)
+
+    loop = Consumer(
+        subscription,
+        ScriptedHandler(RuntimeError("a bug")),
+        FakeDeadLetters(),
+        settings(),
+        threading.Event(),
+        dead_letter_seen,
+        lease_tick=0.05,
+        max_delivery_attempts=100,
+    )
+    stats = loop.run()
+    assert subscription.nacked() == [early.ack_id] and subscription.acked == [late.ack_id]
+    [reason] = seen
+    assert reason.code == "delivery_attempts_exhausted"
+    assert "delivery attempt 95 of 100" in reason.detail and "RuntimeError('a bug')" in reason.detail
+    assert (stats.nacked, sum(stats.dead_lettered.values())) == (1, 1)
+
+
+def test_without_a_dead_letter_policy_nothing_is_taken_early():
+    message = at_attempt(messages(1)[0], 0)  # Pub/Sub gives 0 when the subscription has no policy
+    subscription = FakeSubscription(to_pull=[message])
+    loop = consumer(subscription, ScriptedHandler(RuntimeError("a bug")))
+    stats = loop.run()
+    assert subscription.nacked() == [message.ack_id] and stats.nacked == 1
+
+
+def test_a_dead_letter_publish_that_fails_part_way_is_not_published_twice():
+    batch = messages(3)
+    subscription = FakeSubscription(to_pull=list(batch))
+    dead = FakeDeadLetters(results=[PartlyPublished("publish failed: 503", frozenset({0}), {})])
+    handler = ScriptedHandler([DeadLetter("invalid_json", "x")] * 3, [DeadLetter("invalid_json", "x")] * 2)
+    stats = consumer(subscription, handler, dead).run()
+    assert handler.batches == [["m0", "m1", "m2"], ["m1", "m2"]]  # only what did not go out, again
+    assert sorted(subscription.acked) == sorted(acks(batch))
+    assert sum(stats.dead_lettered.values()) == 3
+
+
+def test_a_forced_exit_during_the_first_hand_back_still_hands_back_the_rest():
+    """A second signal raises KeyboardInterrupt wherever the main thread is: in the middle of
+    the first hand-back at exit (the deferred messages), the later ones must still run (here:
+    the message a pull under way brings)."""
+    deferred, late = messages(2)
+    interrupted = threading.Event()
+
+    class Interrupting(FakeSubscription):
+        def pull(self, max_messages: int, timeout: float) -> list[Received]:
+            with self.lock:
+                first, self.to_pull = self.to_pull, []
+            if first:
+                return first
+            if late.ack_id in self.nacked():
+                threading.Event().wait(timeout)
+                return []
+            threading.Event().wait(0.6)  # under way when the stop comes
+            return [late]
+
+        def nack(self, ack_ids: Sequence[str]) -> None:
+            if deferred.ack_id in ack_ids and not interrupted.is_set():
+                interrupted.set()
+                raise KeyboardInterrupt  # the second signal, during the first hand-back
+            super().nack(ack_ids)
+
+    subscription = Interrupting(to_pull=[deferred])
+    stop = threading.Event()
+    loop = consumer(subscription, ScriptedHandler([Defer(600)], on_call=stop.set), stop=stop, stop_grace=0)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run()
+    assert interrupted.is_set()
+    assert subscription.nacked() == [late.ack_id]  # handed back after the interrupted hand-back
+    assert loop._leases.held() == set()
 
 
 def test_a_forced_exit_during_a_write_hands_back_the_batch_and_everything_pulled_ahead():

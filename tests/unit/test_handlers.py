@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from ecom_pipeline.errors import StoreError, TransientStoreError
-from ecom_pipeline.handlers import ORDER_NOT_FOUND, REASONS, OrderHandler, PaymentHandler, ReplayHandler
-from ecom_pipeline.policy import Applied, DeadLetter, Defer, Fail, Outcome, Retry
+from ecom_pipeline.handlers import ORDER_NOT_FOUND, REASONS, WRITE_REFUSED, OrderHandler, PaymentHandler, ReplayHandler
+from ecom_pipeline.policy import Applied, DeadLetter, Defer, Outcome, Retry
 from ecom_pipeline.pubsub_io import Received
 from tests.unit.conftest import PUBLISH_TIME, FakeFactStore, encode, micros, order_dict, payment_dict, received
 
@@ -98,10 +98,10 @@ def test_order_handler_retries_an_order_the_store_could_not_reach():
     assert outcomes[2] == Applied()
 
 
-def test_order_handler_fails_an_order_the_store_refused():
+def test_order_handler_dead_letters_an_order_the_store_refused_for_good():
     store = FakeFactStore(insert_errors={1: StoreError("InvalidRequest: bad column")})
     outcomes = OrderHandler(store).handle([order_message(1), order_message(2)])
-    assert outcomes == [Fail("InvalidRequest: bad column"), Applied()]
+    assert outcomes == [DeadLetter(WRITE_REFUSED, "InvalidRequest: bad column"), Applied()]
 
 
 @pytest.mark.parametrize("claimed", [PUBLISH_TIME - timedelta(hours=1), datetime(2999, 1, 1, tzinfo=UTC)])
@@ -151,7 +151,7 @@ def test_payment_handler_retries_when_the_order_lookup_fails_transiently():
 def test_payment_handler_fails_when_the_order_lookup_is_refused():
     store = FakeFactStore(existing={101}, lookup_errors={101: StoreError("Unauthorized")})
     outcomes = PaymentHandler(store).handle([payment_message(7, 101)])
-    assert outcomes == [Fail("Unauthorized")]
+    assert outcomes == [DeadLetter(WRITE_REFUSED, "Unauthorized")]
     assert store.updated == []
 
 
@@ -161,7 +161,7 @@ def test_payment_handler_maps_update_errors_to_retry_and_fail():
         update_errors={1: TransientStoreError("Unavailable"), 3: StoreError("InvalidRequest")},
     )
     outcomes = PaymentHandler(store).handle([payment_message(11, 1), payment_message(12, 2), payment_message(13, 3)])
-    assert outcomes == [Retry("Unavailable"), Applied(), Fail("InvalidRequest")]
+    assert outcomes == [Retry("Unavailable"), Applied(), DeadLetter(WRITE_REFUSED, "InvalidRequest")]
 
 
 def test_payment_handler_dead_letters_invalid_payments_without_asking_the_store():
@@ -288,10 +288,11 @@ def test_a_renewal_keeps_a_known_reason_and_no_reason_a_publisher_made_up(claime
 
 
 def test_every_reason_the_handlers_give_is_a_known_one():
-    store = FakeFactStore(existing={101})
+    store = FakeFactStore(existing={101}, insert_errors={5: StoreError("InvalidRequest")})
     batch = [received(data) for data in (b"\xff", b"{", b"[]", b"{}")] + [payment_message(1, 999)]
-    outcomes = PaymentHandler(store).handle(batch) + OrderHandler(store).handle(batch[:4])
-    assert {dead(o).code for o in outcomes} == set(REASONS) - {"unexpected_failure"}
+    outcomes = PaymentHandler(store).handle(batch) + OrderHandler(store).handle([*batch[:4], order_message(5)])
+    # The other two are given by the consumer (attempts) and the replay (renewals).
+    assert {dead(o).code for o in outcomes} == set(REASONS) - {"unexpected_failure", "delivery_attempts_exhausted"}
 
 
 def test_replay_handler_writes_a_replayed_payment_with_its_first_publish_time():
