@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +76,12 @@ def test_a_recorded_pid_is_ours_only_if_it_runs_in_this_checkout_and_leads_its_g
         [sys.executable, "-c", "import time; time.sleep(60)", marker], cwd=where, start_new_session=new_session
     )
     try:
+        # Until the child has exec'd, /proc shows the parent's command line: wait for the marker,
+        # or the "ours" case fails on a busy machine for a reason that has nothing to do with it.
+        deadline = time.monotonic() + 10
+        while marker not in Path(f"/proc/{process.pid}/cmdline").read_bytes().decode(errors="replace"):
+            assert time.monotonic() < deadline, "the child never exec'd"
+            time.sleep(0.01)
         pid_file = tmp_path / "service.pid"
         pid_file.write_text(f"{process.pid}\n")
         service = LocalService("service", pid_file, tmp_path / "service.log", marker, start_timeout=1)
