@@ -134,7 +134,7 @@ def test_two_consumers_per_subscription_share_the_work_and_the_row_totals_are_ex
     assert topics.is_empty(ORDERS_DLQ) and topics.is_empty(PAYMENTS_DLQ)
 
 
-def test_a_message_that_keeps_failing_unexpectedly_ends_in_the_dlq_after_the_policy_attempts(
+def test_a_row_cassandra_refuses_for_good_is_dead_lettered_at_once_with_its_reason(
     run_script, topics: Topics, first_id: int, stack_env: dict[str, str]
 ) -> None:
     keyspace = f"poison_{uuid.uuid4().hex[:8]}"
@@ -156,13 +156,17 @@ def test_a_message_that_keeps_failing_unexpectedly_ends_in_the_dlq_after_the_pol
         topics.publish_json(ORDERS, [order(first_id + 1)])
         [dead] = topics.drain(ORDERS_DLQ, expected=1, timeout=120)
         assert json.loads(dead.message.data)["order_id"] == first_id + 1
-        assert dead.message.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
-        # The replay reads the first publish time from this attribute: it must parse.
-        datetime.fromisoformat(dead.message.attributes["CloudPubSubDeadLetterSourceTopicPublishTime"])
+        attributes = dead.message.attributes
+        # The consumer's own dead letter, with its reason, on the first delivery: not the
+        # subscription's policy, which would move it raw after 100 nacks.
+        assert attributes["error"] == "write_refused" and "item" in attributes["error_detail"]
+        assert not any(name.startswith("CloudPubSubDeadLetter") for name in attributes)
+        datetime.fromisoformat(attributes["source_publish_time"])  # what a replay would write with
         assert consumer.process.poll() is None, "the consumer must carry on"
         consumer.stop(signal.SIGTERM)
         assert consumer.wait(30) == 0
-        assert final_counts(consumer.output())["nacked"] == 5
+        counts = final_counts(consumer.output())
+        assert (counts["nacked"], counts["write_refused"], counts["dead_lettered"]) == (0, 1, 1)
     finally:
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
         cluster.shutdown()
