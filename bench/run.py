@@ -48,7 +48,8 @@ from google.cloud import pubsub_v1
 from ecom_pipeline.admin import SCHEMA, apply_schema, replication_factor_from
 from ecom_pipeline.cassandra_io import connect_session
 from ecom_pipeline.config import CassandraSettings, PubSubSettings
-from stack.localstack import PUBSUB, cassandra_node
+from stack.emulator import PUBSUB
+from stack.node import cassandra_node
 
 from .racing import race
 

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from stack.localstack import MAX_NODES
+from stack.common import MAX_NODES
 from tests.integration.conftest import (  # the same fixtures, for these tests
     cql,
     first_id,

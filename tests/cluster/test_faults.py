@@ -20,7 +20,8 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, N
 from cassandra.policies import WhiteListRoundRobinPolicy
 from cassandra.query import SimpleStatement
 
-from stack.localstack import MAX_NODES, cassandra_node
+from stack.common import MAX_NODES
+from stack.node import cassandra_node
 from tests.integration.conftest import PYTHON, ROOT, Script, Topics, consumer_args, final_counts, wait_for
 from tests.integration.test_pipeline import ORDERS, ORDERS_DLQ, PAYMENTS, PAYMENTS_DLQ, order, payment
 

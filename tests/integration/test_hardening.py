@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cassandra.cluster import Session
 
-from stack.localstack import CASSANDRA  # our own Cassandra: its pid is checked to be ours
+from stack.node import CASSANDRA  # our own Cassandra: its pid is checked to be ours
 
 from .conftest import Script, Topics, consumer_args, final_counts, wait_for
 from .test_pipeline import ORDERS, ORDERS_DLQ, PAYMENTS, PAYMENTS_DLQ, order, rows_in

@@ -17,7 +17,8 @@ import pytest
 from cassandra.cluster import Session
 from prometheus_client.parser import text_string_to_metric_families
 
-from stack.localstack import CASSANDRA, PROMETHEUS_ADDRESS
+from stack.node import CASSANDRA
+from stack.prometheus import PROMETHEUS_ADDRESS
 
 from .conftest import PYTHON, ROOT, Script, Topics, consumer_args, final_counts, wait_for
 from .test_pipeline import ORDERS, ORDERS_DLQ, order, rows_in

@@ -14,7 +14,7 @@ import pytest
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import Cluster, Session
 
-from stack.localstack import ADMIN_PASSWORD, ADMIN_ROLE, CA_CERT, PIPELINE_PASSWORD, PIPELINE_ROLE, client_tls
+from stack.secure import ADMIN_PASSWORD, ADMIN_ROLE, CA_CERT, PIPELINE_PASSWORD, PIPELINE_ROLE, client_tls
 from tests.integration.conftest import (  # the same fixtures, over this stack_env
     PYTHON,
     ROOT,
@@ -63,7 +63,7 @@ def cql(stack_env: dict[str, str]) -> Iterator[Session]:
 
 
 def make_foreign_ca(directory: Path) -> Path:
-    """A CA made as the stack makes its own (stack/localstack.py: keytool, RSA 2048, bc:c), but
+    """A CA made as the stack makes its own (stack/secure.py: keytool, RSA 2048, bc:c), but
     not the one that signed the node's certificate: its PEM certificate in `directory`. The
     store's password is read from a file, never given on a command line."""
     password = directory / "store-password"

@@ -16,7 +16,7 @@ from cassandra.cluster import Cluster, NoHostAvailable, Session
 
 from ecom_pipeline.admin import create_pipeline_role
 from ecom_pipeline.config import CassandraSettings
-from stack.localstack import ADMIN_PASSWORD, ADMIN_ROLE, PIPELINE_PASSWORD, PIPELINE_ROLE, client_tls
+from stack.secure import ADMIN_PASSWORD, ADMIN_ROLE, PIPELINE_PASSWORD, PIPELINE_ROLE, client_tls
 from tests.integration.conftest import Topics, consumer_args, final_counts, wait_for
 from tests.integration.test_hardening import refusal
 from tests.integration.test_pipeline import ORDERS, ORDERS_DLQ, PAYMENTS, PAYMENTS_DLQ, order, payment, rows_in

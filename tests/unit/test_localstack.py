@@ -9,25 +9,50 @@ from pathlib import Path
 
 import pytest
 
-from stack.localstack import ROOT, Endpoints, LocalService, cassandra_node, cluster_yaml, is_loopback
+from stack.cli import exports
+from stack.common import ROOT, Endpoints, is_loopback
+from stack.node import cassandra_node, cluster_yaml
+from stack.service import LocalService
 
 
 def test_one_node_by_default_at_the_configured_host():
     endpoints = Endpoints.from_env({})
     assert (endpoints.nodes, endpoints.node_address(1)) == (1, "127.0.0.1")
-    assert "export CASSANDRA_HOSTS=127.0.0.1\n" in endpoints.exports()
+    assert "export CASSANDRA_HOSTS=127.0.0.1\n" in exports(endpoints)
     assert cassandra_node(1, 1).pid_file.name == "cassandra.pid"
 
 
 def test_a_three_node_cluster_has_node_k_on_127_0_0_k_and_exports_all_three():
     endpoints = Endpoints.from_env({"CASSANDRA_NODES": "3"})
     assert [endpoints.node_address(k) for k in (1, 2, 3)] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-    assert "export CASSANDRA_HOSTS=127.0.0.1,127.0.0.2,127.0.0.3\n" in endpoints.exports()
+    assert "export CASSANDRA_HOSTS=127.0.0.1,127.0.0.2,127.0.0.3\n" in exports(endpoints)
     assert [cassandra_node(k, 3).pid_file.name for k in (1, 2, 3)] == [
         "cassandra-1.pid",
         "cassandra-2.pid",
         "cassandra-3.pid",
     ]
+
+
+def test_a_secured_node_exports_the_pipelines_role_and_ca_but_no_password():
+    lines = exports(Endpoints.from_env({"CASSANDRA_SECURE": "1"})).splitlines()
+    assert lines[-3:] == [
+        "export CASSANDRA_SSL_CA_CERT=.stack/secure/ca.pem",
+        "export CASSANDRA_USERNAME=ecom_pipeline",
+        'export CASSANDRA_PASSWORD="$(cat .stack/secure/pipeline-password)"',  # read from its file when run
+    ]
+
+
+def test_the_script_runs_from_any_directory_and_shows_its_usage_for_an_unknown_command(tmp_path):
+    """`python stack/localstack.py` imports the `stack` package from the checkout, wherever it runs."""
+    script = subprocess.run(
+        [sys.executable, str(ROOT / "stack" / "localstack.py"), "no-such-command"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert script.returncode == 2, script.stderr
+    assert "Usage: python stack/localstack.py up|down|status|observe" in script.stderr
 
 
 @pytest.mark.parametrize("nodes", ["0", "4", "three", "-1"])
