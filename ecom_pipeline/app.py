@@ -13,7 +13,17 @@ from .cassandra_io import connect
 from .config import CassandraSettings, ConsumerSettings, PubSubSettings
 from .consumer import Consumer, ConsumerStats, DeadLetterFor
 from .errors import ServiceUnavailable, StoreError
-from .handlers import Handler, OrderHandler, PaymentHandler, ReplayHandler, Store
+from .handlers import (
+    ATTEMPTS_EXHAUSTED,
+    ORDER_NOT_FOUND,
+    UNEXPECTED_FAILURE,
+    WRITE_REFUSED,
+    Handler,
+    OrderHandler,
+    PaymentHandler,
+    ReplayHandler,
+    Store,
+)
 from .metrics import ConsumerMetrics, Health
 from .policy import REPLAY_MAX_DELAY, Backoff, DeadLetter, dead_letter_attributes, redact_dead_letter
 from .pubsub_io import Received, SubscriptionPolicy, connect_subscriber, connect_sync_publisher
@@ -67,7 +77,10 @@ def _dead_letter_for(kind: Kind) -> DeadLetterFor:
             failed_at=datetime.now(UTC),
             from_dead_letters=kind is Kind.REPLAY,
         )
-        return redact_dead_letter(message.data, attributes)
+        # Dead-lettered for what happened to it, not for what it is: a valid payment the replay
+        # applies later, or an order an operator requeues. Its ids and date are kept.
+        applicable = reason.code in (ORDER_NOT_FOUND, WRITE_REFUSED, ATTEMPTS_EXHAUSTED, UNEXPECTED_FAILURE)
+        return redact_dead_letter(message.data, attributes, applicable=applicable)
 
     return build
 

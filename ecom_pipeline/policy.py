@@ -251,10 +251,16 @@ def replay_delay(age: float) -> int:
     return max(REPLAY_FIRST_DELAY, min(REPLAY_MAX_DELAY, math.ceil(REPLAY_GROWTH * max(0.0, age))))
 
 
-def redact_dead_letter(data: bytes, attributes: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
+def redact_dead_letter(data: bytes, attributes: Mapping[str, str], *, applicable: bool) -> tuple[bytes, dict[str, str]]:
     """A dead letter's data and attributes with every card number masked in both (the one change
-    to "bytes unchanged"), then marked `redacted=card_number`."""
-    masked_data, data_masked = mask_message(data)
+    to "bytes unchanged"), then marked `redacted=card_number`.
+
+    `applicable`: the message was dead-lettered for what happened to it (its order not found
+    yet, a write refused, its attempts used up), not for what it is (invalid): the replay
+    applies such a payment later and an operator requeues such an order, so, if it is valid,
+    its top-level ids and date are kept (`redaction.mask_message`). Nothing is kept otherwise.
+    """
+    masked_data, data_masked = mask_message(data, applicable=applicable)
     masked_attributes, attributes_masked = mask_attributes(attributes)
     if data_masked or attributes_masked:
         masked_attributes[REDACTED] = "card_number"

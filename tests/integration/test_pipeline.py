@@ -11,6 +11,7 @@ from typing import Any
 from cassandra.cluster import Session
 
 from ecom_pipeline.producer import ORPHAN_ID_OFFSET
+from ecom_pipeline.redaction import mask_message
 
 from .conftest import Topics, consumer_args, final_counts, wait_for
 
@@ -89,10 +90,9 @@ def test_producers_and_consumers_insert_update_and_dead_letter_orphans(
 
 
 def as_dead_lettered(data: bytes) -> bytes:
-    if b"4111111111111111" not in data:
-        return data
-    masked = json.loads(data.replace(b'"4111111111111111"', b'"************1111"'))
-    return json.dumps(masked, separators=(",", ":")).encode()
+    # An invalid message keeps nothing unmasked: its ids (this test's are 14 digits, Luhn-valid
+    # one time in four) are masked too when they read as a card number (test_redaction.py).
+    return mask_message(data)[0]
 
 
 def test_invalid_messages_go_to_their_dead_letter_topic_intact_with_reason(

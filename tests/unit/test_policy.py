@@ -290,15 +290,20 @@ def test_a_payment_up_to_30_s_ahead_of_its_order_is_retried_within_15_s_of_the_o
 
 def test_a_dead_letter_with_a_card_number_is_masked_and_marked():
     data = b'{"payment_id": 1, "card_last_four": "4111111111111111"}'
-    masked, attributes = redact_dead_letter(data, dead_letter({"note": "card 4111-1111-1111-1111"}))
+    masked, attributes = redact_dead_letter(data, dead_letter({"note": "card 4111-1111-1111-1111"}), applicable=False)
     assert masked == b'{"payment_id":1,"card_last_four":"************1111"}'  # written out compact
     assert attributes["note"] == "card ****-****-****-1111"
     assert attributes["redacted"] == "card_number"
 
 
+# The fields of a valid payment but its ids and date.
+PAYMENT = b'"payment_method": "card", "card_last_four": "1111", "payment_status": "paid"'
+
+
 def test_a_dead_letter_without_a_card_number_is_unchanged_and_unmarked():
-    data = b'{"order_id": 4111111111111111, "card_last_four": "1111"}'  # an id is not a card
-    masked, attributes = redact_dead_letter(data, dead_letter({"trace": "abc"}))
+    # A valid payment waiting for its order: its ids are kept (the replay applies it later).
+    data = b'{"payment_id": 1, "order_id": 4111111111111111, "payment_datetime": "2026-03-01", ' + PAYMENT + b"}"
+    masked, attributes = redact_dead_letter(data, dead_letter({"trace": "abc"}), applicable=True)
     assert masked == data
     assert "redacted" not in attributes and attributes["trace"] == "abc"
 
@@ -307,13 +312,12 @@ def test_a_dead_letter_without_a_card_number_is_unchanged_and_unmarked():
     "data",
     [
         # A payment valid as it is, waiting for its order: its dates must stay applicable.
-        b'{"payment_id": 1, "order_id": 2, "payment_datetime": "2026-03-01 000200"}',
-        b'{"payment_id": 1, "order_id": 2, "payment_datetime": "2026-03-01T12:00:00.4111111111111111"}',
-        b'{"order_id": 2, "creation_date": "2026-03-01 000200"}',
+        b'{"payment_id": 1, "order_id": 2, "payment_datetime": "2026-03-01 000200", ' + PAYMENT + b"}",  # Luhn-valid
+        b'{"payment_id": 1, "order_id": 2, "payment_datetime": "2026-03-01T12:00:00.411111+00:00", ' + PAYMENT + b"}",
     ],
 )
 def test_a_valid_date_field_is_not_taken_for_a_card_number(data):
-    masked, attributes = redact_dead_letter(data, dead_letter())
+    masked, attributes = redact_dead_letter(data, dead_letter(), applicable=True)
     assert masked == data and "redacted" not in attributes
 
 
@@ -336,21 +340,31 @@ def test_a_valid_date_field_is_not_taken_for_a_card_number(data):
         (b'{"item": "4111111111111111", "item": "x"}', b'{"item":"************1111","item":"x"}'),
         # A date field that is no date is text like any other.
         (b'{"payment_datetime": "4111111111111111"}', b'{"payment_datetime":"************1111"}'),
-        # ... and so is one longer than the schema takes (a date that can never be applied).
+        # ... and so is one with more fraction digits than a date holds (room for a card number),
+        (
+            b'{"payment_datetime": "2026-03-01T12:00:00.4111111111111111"}',
+            b'{"payment_datetime":"2026-03-01T**:**:**.************1111"}',
+        ),
+        # ... and a date the replay does not read.
+        (
+            b'{"order_id": 2, "creation_date": "2026-03-01 000200"}',
+            b'{"order_id":2,"creation_date":"****-**-** **0200"}',
+        ),
+        # ... and one longer than the schema takes (a date that can never be applied).
         (
             b'{"payment_datetime": "2026-03-01T12:00:00.' + b"0" * 40 + b'4111111111111111"}',
-            b'{"payment_datetime":"2026-03-01T12:00:00.' + b"*" * 52 + b'1111"}',
+            b'{"payment_datetime":"2026-03-01T**:**:**.' + b"*" * 52 + b'1111"}',
         ),
     ],
 )
 def test_a_card_number_anywhere_but_a_top_level_id_or_date_is_masked(data, expected):
-    masked, attributes = redact_dead_letter(data, dead_letter())
+    masked, attributes = redact_dead_letter(data, dead_letter(), applicable=True)
     assert (masked, attributes["redacted"]) == (expected, "card_number")
 
 
 def test_a_card_number_in_an_attribute_name_or_an_id_like_value_is_masked():
     original = {"4111111111111111": "x", "note": '"order_id": 4111111111111111'}
-    _, attributes = redact_dead_letter(b"{}", dead_letter(original))
+    _, attributes = redact_dead_letter(b"{}", dead_letter(original), applicable=True)
     assert attributes["************1111"] == "x" and "4111111111111111" not in attributes
     assert attributes["note"] == '"order_id": ************1111'
     assert attributes["redacted"] == "card_number"
@@ -358,7 +372,7 @@ def test_a_card_number_in_an_attribute_name_or_an_id_like_value_is_masked():
 
 def test_a_dead_letter_never_has_more_attributes_than_pub_sub_takes():
     original = {f"a{i:03}": "v" for i in range(100)}  # Pub/Sub's maximum on the source message
-    _, attributes = redact_dead_letter(b'"4111111111111111"', dead_letter(original))  # + redacted
+    _, attributes = redact_dead_letter(b'"4111111111111111"', dead_letter(original), applicable=True)  # + redacted
     assert len(attributes) == 100
     assert attributes["error"] == "order_not_found" and attributes["redacted"] == "card_number"
     kept = [name for name in attributes if name.startswith("a")]
