@@ -157,6 +157,11 @@ def dead_letter_attributes(
     return _within_limit(attributes)
 
 
+def _is_count(value: str) -> bool:
+    """A count this project wrote: a few ASCII digits (never enough to hold a card number)."""
+    return value.isascii() and value.isdigit() and len(value) <= 9
+
+
 def _within_limit(attributes: dict[str, str]) -> dict[str, str]:
     """At most MAX_ATTRIBUTES - 1 attributes (room for `redacted`): if there are more, the
     original ones whose names sort last are dropped, and `dropped_attributes` says how many.
@@ -183,6 +188,24 @@ DEAD_LETTER_ATTRIBUTES = (
     REDACTED,
     DROPPED_ATTRIBUTES,
 )
+# Attributes the dead-lettering writes from what it knows (never from the message's content),
+# and those Pub/Sub's dead-letter policy writes: never masked, so that a dead letter can always
+# be traced to its source (a message id is a 16-17 digit number, often Luhn-valid).
+UNMASKED_ATTRIBUTES = frozenset(
+    {
+        "error",
+        "failed_at",
+        "source_subscription",
+        "source_message_id",
+        SOURCE_PUBLISH_TIME,
+        POLICY_PUBLISH_TIME,
+        POLICY_SOURCE_SUBSCRIPTION,
+        "CloudPubSubDeadLetterSourceSubscriptionProject",
+        "CloudPubSubDeadLetterSourceDeliveryCount",
+    }
+)
+# ... and those it writes as a count or a marker, never masked while they hold one.
+UNMASKED_WHEN_COUNTS = frozenset({DROPPED_ATTRIBUTES})
 
 
 def original_attributes(dead_letter: Mapping[str, str]) -> dict[str, str]:
@@ -252,16 +275,29 @@ def replay_delay(age: float) -> int:
 
 
 def redact_dead_letter(data: bytes, attributes: Mapping[str, str], *, applicable: bool) -> tuple[bytes, dict[str, str]]:
-    """A dead letter's data and attributes with every card number masked in both (the one change
-    to "bytes unchanged"), then marked `redacted=card_number`.
+    """A dead letter's data and attributes (as `dead_letter_attributes` built them) with every
+    card number masked in both (the one change to "bytes unchanged"), then marked
+    `redacted=card_number`.
 
     `applicable`: the message was dead-lettered for what happened to it (its order not found
     yet, a write refused, its attempts used up), not for what it is (invalid): the replay
     applies such a payment later and an operator requeues such an order, so, if it is valid,
     its top-level ids and date are kept (`redaction.mask_message`). Nothing is kept otherwise.
+    The attributes this project or Pub/Sub's dead-letter policy writes (`UNMASKED_ATTRIBUTES`,
+    the counts in `UNMASKED_WHEN_COUNTS`, `redacted=card_number`) are never masked; all others
+    are, names and values: the original message's own and `error_detail`, which may quote it.
     """
     masked_data, data_masked = mask_message(data, applicable=applicable)
-    masked_attributes, attributes_masked = mask_attributes(attributes)
+    unmasked = {name for name, value in attributes.items() if _ours(name, value)}
+    masked_attributes, attributes_masked = mask_attributes(attributes, keep=unmasked)
     if data_masked or attributes_masked:
         masked_attributes[REDACTED] = "card_number"
     return masked_data, masked_attributes
+
+
+def _ours(name: str, value: str) -> bool:
+    if name in UNMASKED_ATTRIBUTES:
+        return True
+    if name in UNMASKED_WHEN_COUNTS:
+        return _is_count(value)
+    return name == REDACTED and value == "card_number"

@@ -25,6 +25,7 @@ from ecom_pipeline.policy import (
 )
 from tests.unit.conftest import FakeFactStore, encode, order_dict, payment_dict, received
 from tests.unit.test_masking_oracle import json_as_read, visible_card_numbers
+from tests.unit.test_mockdata import luhn_valid
 
 FAILED_AT = datetime(2026, 3, 1, 12, 0, 1, 500_000, tzinfo=UTC)
 PUBLISHED = datetime(2026, 3, 1, 12, 0, 0, 123_456, tzinfo=UTC)
@@ -82,8 +83,8 @@ def test_the_consumer_keeps_the_ids_of_a_waiting_payment_only():
     waiting = received(encode(payment_dict(payment_id=int(CARD))), message_id="16000000000000001")
     [outcome] = PaymentHandler(FakeFactStore()).handle([waiting])
     assert outcome == DeadLetter(ORDER_NOT_FOUND, "order_id 101 does not exist")
-    data, _ = build(waiting, outcome, "payments_data-sub")
-    assert data == waiting.data
+    data, attributes = build(waiting, outcome, "payments_data-sub")
+    assert data == waiting.data and attributes["source_message_id"] == "16000000000000001"
 
     invalid = received(encode(payment_dict(payment_id=int(CARD), card_last_four="x")))
     [outcome] = PaymentHandler(FakeFactStore()).handle([invalid])
@@ -98,5 +99,62 @@ def test_a_valid_message_dead_lettered_for_what_happened_to_it_keeps_its_ids(kin
     # The replay applies such a payment later; an operator requeues such an order.
     fields = payment_dict(order_id=int(CARD)) if kind is not Kind.ORDERS else order_dict(customer_id=int(CARD))
     message = received(encode(fields))
-    data, _ = _dead_letter_for(kind)(message, DeadLetter(code, "why"), "sub")
-    assert data == message.data
+    data, attributes = _dead_letter_for(kind)(message, DeadLetter(code, "why"), "sub")
+    assert data == message.data and "redacted" not in attributes
+
+
+# --- the pipeline's own attributes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("from_dead_letters", [False, True])
+def test_the_source_message_id_is_never_masked(from_dead_letters):
+    ids = message_ids(2000)
+    assert sum(luhn_valid(i[s : s + n]) for i in ids for n in (13, 16) for s in range(len(i) - n + 1)) > 1000
+    ids += [CARD, "41111111111111110"]  # as Luhn-valid as an id gets
+    for message_id in ids:
+        attributes = attributes_for(message_id=message_id, from_dead_letters=from_dead_letters)
+        _, redacted = redact_dead_letter(b"not json", attributes, applicable=False)
+        assert redacted["source_message_id"] == message_id
+
+
+def test_the_pipelines_and_pub_subs_attributes_are_never_masked():
+    timestamp = "4111-11-11 11:11:11.111111+00:00"  # 24 digits apart by at most three separators
+    original = {
+        "CloudPubSubDeadLetterSourceDeliveryCount": "5",
+        "CloudPubSubDeadLetterSourceSubscription": "payments-4111111111111111",
+        "CloudPubSubDeadLetterSourceSubscriptionProject": "p-4111111111111111",
+        "CloudPubSubDeadLetterSourceTopicPublishTime": timestamp,
+        "dropped_attributes": "3",  # counts the replay keeps from the first dead-lettering
+        "truncated": "12000000",
+        "redacted": "card_number",
+    }
+    attributes = attributes_for(
+        original,
+        subscription="projects/p/subscriptions/sub-4111111111111111",
+        publish_time=datetime(4111, 11, 11, 11, 11, 11, 111_111, tzinfo=UTC),
+        from_dead_letters=True,
+    )
+    _, redacted = redact_dead_letter(b"4111 1111 1111 1111", attributes, applicable=False)
+    ours = {name: value for name, value in attributes.items() if name != "error_detail"}
+    assert {name: redacted[name] for name in ours} == ours
+    assert redacted["source_publish_time"] == "4111-11-11T11:11:11.111111+00:00"
+
+
+def test_the_error_detail_and_the_original_attributes_are_masked():
+    original = {
+        "note": "4111.1111.1111.1111",
+        CARD: "a card as a name",
+        "dropped_attributes": CARD,  # our names, not our values: the publisher's
+        "redacted": CARD,
+        "CloudPubSubDeadLetterSourceNote": CARD,  # not a name Pub/Sub writes
+    }
+    detail = f"payment_method: {CARD[:8]} {CARD[8:]} is too long"
+    attributes = attributes_for(original, detail=detail, from_dead_letters=True)  # where Pub/Sub's names are kept
+    _, redacted = redact_dead_letter(b"{}", attributes, applicable=False)
+    assert redacted["error_detail"] == "payment_method: ******** ****1111 is too long"
+    assert redacted["note"] == "****.****.****.1111"
+    assert redacted["************1111"] == "a card as a name" and CARD not in redacted
+    assert redacted["dropped_attributes"] == redacted["CloudPubSubDeadLetterSourceNote"] == "************1111"
+    assert redacted["redacted"] == "card_number"
+    theirs = {name: value for name, value in redacted.items() if name != "source_message_id"}  # Luhn-valid
+    assert [text for pair in theirs.items() for text in pair if visible_card_numbers(text)] == []
