@@ -19,8 +19,10 @@ __all__ = [
     "MAX_ATTRIBUTES",
     "MAX_ATTRIBUTE_BYTES",
     "MAX_CLOCK_SKEW",
+    "MAX_MESSAGE_BYTES",
     "REDACTED",
     "RENEW_AFTER",
+    "TRUNCATED",
     "Applied",
     "Backoff",
     "DeadLetter",
@@ -40,6 +42,11 @@ __all__ = [
 MAX_ATTRIBUTE_BYTES = 1024  # Pub/Sub's limit on one attribute value
 MAX_ATTRIBUTES = 100  # Pub/Sub's limit on a message's attributes
 REDACTED = "redacted"  # set to "card_number" on a dead letter whose card numbers were masked
+TRUNCATED = "truncated"  # on a dead letter whose data was cut to fit: how many bytes it had
+MAX_MESSAGE_BYTES = 10_000_000  # Pub/Sub's limit on a message: its data plus its attributes
+# What a Publish request adds to its one message: field tags and lengths (a few bytes for the
+# data and for each of at most 100 attributes) and the topic's path (at most about 330 bytes).
+PUBLISH_FRAMING_BYTES = 16_384
 REPLAY_FIRST_DELAY, REPLAY_GROWTH, REPLAY_MAX_DELAY = 5, 0.4, 600  # see replay_delay
 # A subscription keeps an unacked message 7 days at most (the longest Pub/Sub allows, set on the
 # dead-letter subscriptions by `make setup`); the replay republishes a dead letter waiting
@@ -162,19 +169,22 @@ def _is_count(value: str) -> bool:
     return value.isascii() and value.isdigit() and len(value) <= 9
 
 
-def _within_limit(attributes: dict[str, str]) -> dict[str, str]:
-    """At most MAX_ATTRIBUTES - 1 attributes (room for `redacted`): if there are more, the
-    original ones whose names sort last are dropped, and `dropped_attributes` says how many.
-    Pub/Sub refuses a message with more, and the source may already carry the maximum."""
-    if len(attributes) < MAX_ATTRIBUTES:
+def _within_limit(attributes: dict[str, str], spare: int = 1) -> dict[str, str]:
+    """At most MAX_ATTRIBUTES - `spare` attributes (room for what `redact_dead_letter` adds:
+    `redacted`, and `truncated` when the data is cut): if there are more, the original ones
+    whose names sort last are dropped, and `dropped_attributes` says how many (with those an
+    earlier dead-lettering dropped). Pub/Sub refuses a message with more than MAX_ATTRIBUTES,
+    and the source may already carry the maximum."""
+    if len(attributes) <= MAX_ATTRIBUTES - spare:
         return attributes
     kept_always = (*DEAD_LETTER_ATTRIBUTES, POLICY_PUBLISH_TIME, POLICY_SOURCE_SUBSCRIPTION)
-    ours = {n for n in attributes if n in kept_always}
+    ours = {n for n in attributes if n in kept_always} | {DROPPED_ATTRIBUTES}
     theirs = sorted(n for n in attributes if n not in ours)
-    room = MAX_ATTRIBUTES - 2 - len(ours)  # `dropped_attributes` and `redacted`
+    room = MAX_ATTRIBUTES - spare - len(ours)
     kept = set(theirs[:room]) | ours
+    earlier = attributes.get(DROPPED_ATTRIBUTES, "")
     trimmed = {n: v for n, v in attributes.items() if n in kept}
-    trimmed[DROPPED_ATTRIBUTES] = str(len(theirs) - room)
+    trimmed[DROPPED_ATTRIBUTES] = str(len(theirs) - room + (int(earlier) if _is_count(earlier) else 0))
     return trimmed
 
 
@@ -187,6 +197,7 @@ DEAD_LETTER_ATTRIBUTES = (
     SOURCE_PUBLISH_TIME,
     REDACTED,
     DROPPED_ATTRIBUTES,
+    TRUNCATED,
 )
 # Attributes the dead-lettering writes from what it knows (never from the message's content),
 # and those Pub/Sub's dead-letter policy writes: never masked, so that a dead letter can always
@@ -205,7 +216,7 @@ UNMASKED_ATTRIBUTES = frozenset(
     }
 )
 # ... and those it writes as a count or a marker, never masked while they hold one.
-UNMASKED_WHEN_COUNTS = frozenset({DROPPED_ATTRIBUTES})
+UNMASKED_WHEN_COUNTS = frozenset({DROPPED_ATTRIBUTES, TRUNCATED})
 
 
 def original_attributes(dead_letter: Mapping[str, str]) -> dict[str, str]:
@@ -277,7 +288,7 @@ def replay_delay(age: float) -> int:
 def redact_dead_letter(data: bytes, attributes: Mapping[str, str], *, applicable: bool) -> tuple[bytes, dict[str, str]]:
     """A dead letter's data and attributes (as `dead_letter_attributes` built them) with every
     card number masked in both (the one change to "bytes unchanged"), then marked
-    `redacted=card_number`.
+    `redacted=card_number`; its data cut if it would not fit in a message (`_within_size`).
 
     `applicable`: the message was dead-lettered for what happened to it (its order not found
     yet, a write refused, its attempts used up), not for what it is (invalid): the replay
@@ -292,7 +303,7 @@ def redact_dead_letter(data: bytes, attributes: Mapping[str, str], *, applicable
     masked_attributes, attributes_masked = mask_attributes(attributes, keep=unmasked)
     if data_masked or attributes_masked:
         masked_attributes[REDACTED] = "card_number"
-    return masked_data, masked_attributes
+    return _within_size(masked_data, masked_attributes)
 
 
 def _ours(name: str, value: str) -> bool:
@@ -301,3 +312,26 @@ def _ours(name: str, value: str) -> bool:
     if name in UNMASKED_WHEN_COUNTS:
         return _is_count(value)
     return name == REDACTED and value == "card_number"
+
+
+def _attributes_bytes(attributes: Mapping[str, str]) -> int:
+    return sum(
+        len(n.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass")) for n, v in attributes.items()
+    )
+
+
+def _within_size(data: bytes, attributes: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """The dead letter as it is if it fits in a Publish request (MAX_MESSAGE_BYTES, less
+    PUBLISH_FRAMING_BYTES); else its data cut to fit, on a UTF-8 character boundary, and
+    `truncated` set to how many bytes the (masked) data had. Cutting masked data never shows
+    a card number: it only ever removes characters. Pub/Sub would refuse the whole message, and
+    a dead letter that cannot be published is nacked and moved unmasked by the policy."""
+    limit = MAX_MESSAGE_BYTES - PUBLISH_FRAMING_BYTES
+    if len(data) + _attributes_bytes(attributes) <= limit:
+        return data, attributes
+    attributes = _within_limit(attributes, spare=1)  # room for `truncated`
+    attributes[TRUNCATED] = str(len(data))
+    cut = max(0, limit - _attributes_bytes(attributes))
+    while 0 < cut < len(data) and data[cut] & 0xC0 == 0x80:  # not inside a character
+        cut -= 1
+    return data[:cut], attributes

@@ -19,6 +19,8 @@ from ecom_pipeline.handlers import (
 )
 from ecom_pipeline.messages import parse_payment
 from ecom_pipeline.policy import (
+    MAX_ATTRIBUTES,
+    MAX_MESSAGE_BYTES,
     DeadLetter,
     dead_letter_attributes,
     redact_dead_letter,
@@ -158,3 +160,43 @@ def test_the_error_detail_and_the_original_attributes_are_masked():
     assert redacted["redacted"] == "card_number"
     theirs = {name: value for name, value in redacted.items() if name != "source_message_id"}  # Luhn-valid
     assert [text for pair in theirs.items() for text in pair if visible_card_numbers(text)] == []
+
+
+# --- the size cap -------------------------------------------------------------------------------
+
+
+def dead_letter_size(data: bytes, attributes: dict[str, str]) -> int:
+    return len(data) + sum(len(n.encode()) + len(v.encode()) for n, v in attributes.items())
+
+
+def test_a_dead_letter_that_fits_is_left_whole():
+    data = b"x" * (MAX_MESSAGE_BYTES // 2)
+    masked, attributes = redact_dead_letter(data, attributes_for(), applicable=False)
+    assert masked == data and "truncated" not in attributes
+
+
+def test_a_masked_dead_letter_too_large_for_pub_sub_is_cut_to_fit_and_says_so():
+    # A masked number takes two more bytes (a JSON number becomes a string): the masked data
+    # grows past Pub/Sub's limit though the original fitted. (An array of numbers reads as one
+    # long number: masked whole but for its last four digits.)
+    count = MAX_MESSAGE_BYTES // 17 - 10
+    data = ("[" + ",".join(["4111111111111111"] * count) + "]").encode()
+    assert len(data) < MAX_MESSAGE_BYTES
+    masked, attributes = redact_dead_letter(data, attributes_for(), applicable=False)
+    whole = ("[" + '"****************",' * (count - 1) + '"************1111"]').encode()
+    assert attributes["truncated"] == str(len(whole)) and attributes["redacted"] == "card_number"
+    assert whole.startswith(masked) and dead_letter_size(masked, attributes) > MAX_MESSAGE_BYTES - 20_000
+    assert dead_letter_size(masked, attributes) <= MAX_MESSAGE_BYTES - 16_384
+    assert attributes["source_message_id"] == "1234567890123456"
+
+
+def test_a_dead_letter_is_cut_on_a_character_boundary_and_keeps_within_the_attribute_limit():
+    data = "é".encode() * (MAX_MESSAGE_BYTES // 2)  # two bytes a character
+    original = {f"a{i:03}": "v" for i in range(100)}  # Pub/Sub's maximum on the source message
+    masked, attributes = redact_dead_letter(b"x" + data, attributes_for(original), applicable=False)
+    assert masked.decode("utf-8")  # whole characters
+    assert len(attributes) <= MAX_ATTRIBUTES and attributes["truncated"] == str(len(data) + 1)
+    kept = [name for name in attributes if name.startswith("a")]
+    assert kept == [f"a{i:03}" for i in range(len(kept))]
+    assert attributes["dropped_attributes"] == str(100 - len(kept))  # with those dropped first
+    assert dead_letter_size(masked, attributes) <= MAX_MESSAGE_BYTES - 16_384
