@@ -40,7 +40,7 @@ from .config import (
     subscription_for,
 )
 from .errors import FatalError, PipelineError, StoreError, TransientStoreError
-from .policy import DEAD_LETTER_RETENTION, event_time, original_attributes
+from .policy import DEAD_LETTER_RETENTION, original_attributes
 from .pubsub_io import (
     NO_CREDENTIALS,
     RPC_TIMEOUT,
@@ -50,6 +50,7 @@ from .pubsub_io import (
     connect_sync_publisher,
 )
 from .pubsub_io import translate_error as translate_pubsub_error
+from .versions import waiting_since
 
 __all__ = [
     "SubscriptionSpec",
@@ -360,7 +361,6 @@ def count_waiting(settings: PubSubSettings, subscription: str, limit: int = 1_00
     source = connect_subscriber(settings, subscription)
     seen: list[str] = []
     oldest: datetime | None = None
-    now = datetime.now(UTC)
     try:
         while len(seen) < limit:
             batch = source.pull(1000, timeout=5)
@@ -369,7 +369,7 @@ def count_waiting(settings: PubSubSettings, subscription: str, limit: int = 1_00
             ack_ids = [m.ack_id for m in batch]
             seen.extend(ack_ids)
             for message in batch:
-                first = event_time(message.publish_time, message.attributes, from_dead_letters=True, now=now)
+                first = waiting_since(message.publish_time, message.attributes)
                 oldest = first if oldest is None else min(oldest, first)
             # Keep what is counted leased until the end, so it is not counted twice.
             source.modify_deadline(ack_ids, LONGEST_LEASE)

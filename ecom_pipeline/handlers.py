@@ -23,11 +23,10 @@ from .policy import (
     Fail,
     Outcome,
     Retry,
-    event_time,
-    event_time_micros,
     replay_delay,
 )
 from .pubsub_io import Received
+from .versions import first_publish_time, newest_per_key, waiting_since, write_timestamp
 
 __all__ = [
     "ATTEMPTS_EXHAUSTED",
@@ -114,44 +113,52 @@ class _Outcomes:
 
 
 class _Parser:
-    """Parse a batch: (position, record, write timestamp) of the valid messages; dead letters
-    for the others. The write time is the event time (`policy.event_time`)."""
+    """Parse a batch: (position, record, write timestamp, version id) of the valid messages; dead
+    letters for the others. The write timestamp names the version (`versions.py`)."""
 
-    def __init__(self, from_dead_letters: bool, now: Clock) -> None:
+    def __init__(self, from_dead_letters: bool) -> None:
         self._from_dead_letters = from_dead_letters
-        self._now = now
 
     def parse(
         self, batch: Sequence[Received], parse: Callable[[bytes], R], outcomes: _Outcomes
-    ) -> list[tuple[int, R, int]]:
-        now = self._now()
-        parsed: list[tuple[int, R, int]] = []
+    ) -> list[tuple[int, R, int, str]]:
+        parsed: list[tuple[int, R, int, str]] = []
         for position, message in enumerate(batch):
             try:
                 record = parse(message.data)
+                first, source_id = first_publish_time(
+                    message.publish_time, message.attributes, from_dead_letters=self._from_dead_letters
+                )
             except InvalidMessage as invalid:
                 outcomes[position] = DeadLetter(invalid.code, invalid.detail)
                 continue
-            timestamp = event_time_micros(
-                message.publish_time, message.attributes, from_dead_letters=self._from_dead_letters, now=now
-            )
-            parsed.append((position, record, timestamp))
+            version = source_id or message.message_id
+            parsed.append((position, record, write_timestamp(first, version), version))
         return parsed
 
 
-class OrderHandler:
-    """Insert each valid order's eight columns; invalid ones become dead letters."""
+def _newest(parsed: Sequence[tuple[int, R, int, str]], key: Callable[[R], int]) -> list[int]:
+    """For each parsed message, the index (in `parsed`) of the version of its row to write."""
+    return newest_per_key([key(r) for _, r, _, _ in parsed], [t for *_, t, _ in parsed], [v for *_, v in parsed])
 
-    def __init__(self, store: Store, now: Clock = utc_now) -> None:
+
+class OrderHandler:
+    """Insert each valid order's eight columns; invalid ones become dead letters. Of two versions
+    of one order in a batch only the newer is written, and the older shares its outcome."""
+
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self._parser = _Parser(from_dead_letters=False, now=now)
+        self._parser = _Parser(from_dead_letters=False)
 
     def handle(self, batch: Sequence[Received]) -> list[Outcome]:
         outcomes = _Outcomes(len(batch))
         orders = self._parser.parse(batch, parse_order, outcomes)
-        errors = self._store.insert_orders([(order_values(order), timestamp) for _, order, timestamp in orders])
-        for (position, _, _), error in zip(orders, errors, strict=True):
-            outcomes[position] = _outcome(error)
+        chosen = _newest(orders, lambda order: order.order_id)
+        written = sorted(set(chosen))
+        errors = self._store.insert_orders([(order_values(orders[i][1]), orders[i][2]) for i in written])
+        results = {i: _outcome(error) for i, error in zip(written, errors, strict=True)}
+        for (position, *_), winner in zip(orders, chosen, strict=True):
+            outcomes[position] = results[winner]
         return outcomes.in_order()
 
 
@@ -164,9 +171,9 @@ class PaymentHandler:
     publish time is trusted (`policy.event_time`).
     """
 
-    def __init__(self, store: Store, *, from_dead_letters: bool = False, now: Clock = utc_now) -> None:
+    def __init__(self, store: Store, *, from_dead_letters: bool = False) -> None:
         self._store = store
-        self._parser = _Parser(from_dead_letters, now)
+        self._parser = _Parser(from_dead_letters)
 
     def handle(self, batch: Sequence[Received]) -> list[Outcome]:
         outcomes = _Outcomes(len(batch))
@@ -175,21 +182,24 @@ class PaymentHandler:
             self._apply(payments, outcomes)
         return outcomes.in_order()
 
-    def _apply(self, payments: list[tuple[int, Payment, int]], outcomes: _Outcomes) -> None:
-        found, failed = self._store.existing_orders([payment.order_id for _, payment, _ in payments])
-        positions: list[int] = []
-        updates: list[tuple[int, tuple[object, ...], int]] = []
-        for position, payment, timestamp in payments:
+    def _apply(self, payments: list[tuple[int, Payment, int, str]], outcomes: _Outcomes) -> None:
+        found, failed = self._store.existing_orders([payment.order_id for _, payment, _, _ in payments])
+        applicable: list[tuple[int, Payment, int, str]] = []
+        for parsed in payments:
+            position, payment, _, _ = parsed
             order_id = payment.order_id
             if order_id in failed:
                 outcomes[position] = _outcome(failed[order_id])
             elif order_id in found:
-                positions.append(position)
-                updates.append((order_id, payment_values(payment), timestamp))
+                applicable.append(parsed)
             else:
                 outcomes[position] = DeadLetter(ORDER_NOT_FOUND, f"order_id {order_id} does not exist")
-        for position, error in zip(positions, self._store.update_payments(updates), strict=True):
-            outcomes[position] = _outcome(error)
+        chosen = _newest(applicable, lambda payment: payment.order_id)
+        written = sorted(set(chosen))
+        updates = [(applicable[i][1].order_id, payment_values(applicable[i][1]), applicable[i][2]) for i in written]
+        results = {i: _outcome(error) for i, error in zip(written, self._store.update_payments(updates), strict=True)}
+        for (position, *_), winner in zip(applicable, chosen, strict=True):
+            outcomes[position] = results[winner]
 
 
 class ReplayHandler:
@@ -205,7 +215,7 @@ class ReplayHandler:
     """
 
     def __init__(self, store: Store, now: Clock = utc_now) -> None:
-        self._payments = PaymentHandler(store, from_dead_letters=True, now=now)
+        self._payments = PaymentHandler(store, from_dead_letters=True)
         self._now = now
 
     def handle(self, batch: Sequence[Received]) -> list[Outcome]:
@@ -217,7 +227,7 @@ class ReplayHandler:
             if isinstance(outcome, (Applied, Retry)):
                 outcomes.append(outcome)
                 continue
-            first_published = event_time(message.publish_time, message.attributes, from_dead_letters=True, now=now)
+            first_published = waiting_since(message.publish_time, message.attributes)
             age = (now - first_published).total_seconds()
             # Retention counts from when this copy was published, not from the first publish time
             # (a renewed copy keeps that one, and must not be renewed again at once).

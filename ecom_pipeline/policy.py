@@ -18,7 +18,6 @@ __all__ = [
     "DEAD_LETTER_RETENTION",
     "MAX_ATTRIBUTES",
     "MAX_ATTRIBUTE_BYTES",
-    "MAX_CLOCK_SKEW",
     "MAX_MESSAGE_BYTES",
     "REDACTED",
     "RENEW_AFTER",
@@ -32,8 +31,6 @@ __all__ = [
     "Retry",
     "claimed_first_publish_time",
     "dead_letter_attributes",
-    "event_time",
-    "event_time_micros",
     "original_attributes",
     "redact_dead_letter",
     "replay_delay",
@@ -53,7 +50,6 @@ REPLAY_FIRST_DELAY, REPLAY_GROWTH, REPLAY_MAX_DELAY = 5, 0.4, 600  # see replay_
 # longer than RENEW_AFTER, so it never expires unseen (see README, "Late payments").
 DEAD_LETTER_RETENTION = timedelta(days=7)
 RENEW_AFTER = DEAD_LETTER_RETENTION - timedelta(days=1)
-MAX_CLOCK_SKEW = timedelta(seconds=60)  # how far ahead of our clock a write time may be
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SOURCE_PUBLISH_TIME = "source_publish_time"  # recorded by this project when it dead-letters
 POLICY_PUBLISH_TIME = "CloudPubSubDeadLetterSourceTopicPublishTime"  # set by Pub/Sub's policy
@@ -243,33 +239,6 @@ def claimed_first_publish_time(attributes: Mapping[str, str]) -> datetime | None
         except (ValueError, OverflowError):  # OverflowError: valid ISO-8601, but no year in UTC
             continue  # a mangled attribute must not block the write
     return None
-
-
-def event_time(
-    publish_time: datetime, attributes: Mapping[str, str], *, from_dead_letters: bool, now: datetime
-) -> datetime:
-    """When a message's content was first published: the time its writes carry.
-
-    Pub/Sub sets `publish_time`. Only on a dead-letter subscription is an earlier, first publish
-    time taken from the attributes, never later than the dead letter's own publish time (a dead
-    letter is published after its source). Never later than `now` plus a small clock skew: a
-    far-future write time would hide every later version of the row.
-    """
-    when = _utc(publish_time)
-    if from_dead_letters:
-        claimed = claimed_first_publish_time(attributes)
-        if claimed is not None:
-            when = min(when, claimed)
-    return min(when, _utc(now) + MAX_CLOCK_SKEW)
-
-
-def event_time_micros(
-    publish_time: datetime, attributes: Mapping[str, str], *, from_dead_letters: bool, now: datetime
-) -> int:
-    """`event_time` in µs since the epoch, for `USING TIMESTAMP`: a late redelivery of an older
-    version of an order never overwrites a newer one, and a replayed dead letter keeps its time."""
-    delta = event_time(publish_time, attributes, from_dead_letters=from_dead_letters, now=now) - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def replay_delay(age: float) -> int:

@@ -222,14 +222,21 @@ def run_script(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
     """Start a top-level script; every script still running at the end of the test is killed."""
     started: list[Script] = []
 
-    def start(script: str, *args: object, env: dict[str, str] | None = None, new_session: bool = False) -> Script:
+    def start(
+        script: str,
+        *args: object,
+        env: dict[str, str] | None = None,
+        new_session: bool = False,
+        wrap: tuple[str, ...] = (),
+    ) -> Script:
         """`script` is a top-level script's file name, or `-m` followed by a module and its arguments.
-        `new_session`: in a process group of its own, as a terminal's foreground job is."""
+        `new_session`: in a process group of its own, as a terminal's foreground job is.
+        `wrap`: a command that runs the script (e.g. `faketime -f -120s`)."""
         target = [] if script == "-m" else [str(ROOT / script)]
         log = tmp_path / f"{Path(script).stem or 'module'}-{len(started)}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [PYTHON, *([script] if script == "-m" else target), *map(str, args)],
+                [*wrap, PYTHON, *([script] if script == "-m" else target), *map(str, args)],
                 cwd=ROOT,
                 env={**stack_env, **(env or {})},
                 stdout=out,

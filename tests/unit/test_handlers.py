@@ -9,11 +9,12 @@ import pytest
 
 from ecom_pipeline.errors import StoreError, TransientStoreError
 from ecom_pipeline.handlers import ORDER_NOT_FOUND, REASONS, WRITE_REFUSED, OrderHandler, PaymentHandler, ReplayHandler
-from ecom_pipeline.policy import Applied, DeadLetter, Defer, Outcome, Retry
+from ecom_pipeline.policy import REPLAY_MAX_DELAY, Applied, DeadLetter, Defer, Outcome, Retry
 from ecom_pipeline.pubsub_io import Received
-from tests.unit.conftest import PUBLISH_TIME, FakeFactStore, encode, micros, order_dict, payment_dict, received
+from tests.unit.conftest import PUBLISH_TIME, FakeFactStore, encode, order_dict, payment_dict, received
 
 NOW = datetime(2026, 3, 1, 13, 0, 0, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def dead(outcome: Outcome) -> DeadLetter:
@@ -23,12 +24,20 @@ def dead(outcome: Outcome) -> DeadLetter:
 
 
 def order_message(order_id: int, **kwargs: Any) -> Received:
-    return received(encode(order_dict(order_id=order_id)), message_id=f"order-{order_id}", **kwargs)
+    kwargs.setdefault("message_id", str(4_000_000_000_000_000 + order_id))  # real ids: 16-17 digits
+    return received(encode(order_dict(order_id=order_id)), **kwargs)
 
 
 def payment_message(payment_id: int, order_id: int, **kwargs: Any) -> Received:
     data = encode(payment_dict(payment_id=payment_id, order_id=order_id))
-    return received(data, message_id=f"payment-{payment_id}", **kwargs)
+    kwargs.setdefault("message_id", str(5_000_000_000_000_000 + payment_id))
+    return received(data, **kwargs)
+
+
+def version_time(moment: datetime, message_id: str) -> int:
+    """README's rule for the write time, written apart from the code: the millisecond of the first
+    publish time, in microseconds, plus the decimal message id modulo 1,000."""
+    return (moment - EPOCH) // timedelta(milliseconds=1) * 1000 + int(message_id) % 1000
 
 
 # --- OrderHandler -------------------------------------------------------------------------------
@@ -36,7 +45,8 @@ def payment_message(payment_id: int, order_id: int, **kwargs: Any) -> Received:
 
 def test_order_handler_applies_a_valid_order_with_its_values_and_publish_time():
     store = FakeFactStore()
-    outcomes = OrderHandler(store).handle([order_message(1)])
+    message = order_message(1)
+    outcomes = OrderHandler(store).handle([message])
     assert outcomes == [Applied()]
     # Independent of the code under test: the message's own values, in the table's column order.
     expected_values = (
@@ -49,7 +59,7 @@ def test_order_handler_applies_a_valid_order_with_its_values_and_publish_time():
         "confirmed",
         "2026-03-01T11:59:58.123+00:00",
     )
-    assert store.inserted == [(expected_values, micros(PUBLISH_TIME))]
+    assert store.inserted == [(expected_values, version_time(PUBLISH_TIME, message.message_id))]
 
 
 def test_order_handler_dead_letters_bytes_that_are_not_utf8_without_writing():
@@ -108,8 +118,8 @@ def test_order_handler_dead_letters_an_order_the_store_refused_for_good():
 def test_order_handler_ignores_a_publish_time_claimed_in_the_attributes(claimed):
     message = order_message(1, attributes={"source_publish_time": claimed.isoformat()})
     store = FakeFactStore()
-    OrderHandler(store, now=lambda: NOW).handle([message])
-    assert store.inserted[0][1] == micros(PUBLISH_TIME)
+    OrderHandler(store).handle([message])
+    assert store.inserted[0][1] == version_time(PUBLISH_TIME, message.message_id)
 
 
 def test_order_handler_returns_nothing_for_an_empty_batch():
@@ -126,10 +136,11 @@ def test_order_handler_of_only_invalid_messages_returns_only_dead_letters():
 
 def test_payment_handler_applies_a_payment_whose_order_exists():
     store = FakeFactStore(existing={101})
-    outcomes = PaymentHandler(store).handle([payment_message(7, 101)])
+    message = payment_message(7, 101)
+    outcomes = PaymentHandler(store).handle([message])
     assert outcomes == [Applied()]
     expected = (7, "credit_card", "0042", "completed", "2026-03-01T12:00:00.000+00:00")
-    assert store.updated == [(101, expected, micros(PUBLISH_TIME))]
+    assert store.updated == [(101, expected, version_time(PUBLISH_TIME, message.message_id))]
 
 
 def test_payment_handler_dead_letters_a_payment_without_its_order_and_never_updates_it():
@@ -195,11 +206,31 @@ def test_payment_handler_looks_up_each_valid_payments_order():
     assert sorted(store.lookups[0]) == [1, 2]
 
 
-def test_payment_handler_applies_two_payments_for_the_same_order():
+def test_of_two_payments_for_one_order_in_a_batch_only_the_newer_is_written_and_both_settle_with_it():
+    # Same publish time (one Publish request): the greater id modulo 1,000 is the newer.
     store = FakeFactStore(existing={5})
-    outcomes = PaymentHandler(store).handle([payment_message(1, 5), payment_message(2, 5)])
+    newer, older = (
+        payment_message(2, 5, message_id="1000000000000999"),
+        payment_message(1, 5, message_id="1000000000000998"),
+    )
+    outcomes = PaymentHandler(store).handle([newer, older])
     assert outcomes == [Applied(), Applied()]
-    assert [values[0] for _, values, _ in store.updated] == [1, 2]
+    assert [values[0] for _, values, _ in store.updated] == [2]
+
+
+def test_of_two_orders_in_a_batch_the_later_published_is_written_whatever_their_ids():
+    store = FakeFactStore()
+    later = order_message(5, message_id="7000", publish_time=PUBLISH_TIME + timedelta(milliseconds=1))
+    earlier = order_message(5, message_id="6999")
+    assert OrderHandler(store).handle([later, earlier]) == [Applied(), Applied()]
+    assert [timestamp for _, timestamp in store.inserted] == [version_time(later.publish_time, "7000")]
+
+
+def test_the_older_version_shares_the_newer_ones_retry():
+    store = FakeFactStore(insert_errors={5: TransientStoreError("WriteTimeout")})
+    outcomes = OrderHandler(store).handle([order_message(5, message_id="11"), order_message(5, message_id="12")])
+    assert [type(o) for o in outcomes] == [Retry, Retry]
+    assert [timestamp % 1000 for _, timestamp in store.inserted] == [12]  # one write: the newer
 
 
 # --- ReplayHandler ------------------------------------------------------------------------------
@@ -274,7 +305,20 @@ def test_replay_handler_ignores_a_first_publish_time_outside_the_calendar_in_utc
     store = FakeFactStore(existing={101})
     message = payment_message(7, 101, attributes={"source_publish_time": "0001-01-01T00:00:00+14:00"})
     assert ReplayHandler(store, now=lambda: NOW).handle([message]) == [Applied()]
-    assert store.updated[0][2] == micros(PUBLISH_TIME)
+    assert store.updated[0][2] == version_time(PUBLISH_TIME, message.message_id)
+
+
+@pytest.mark.parametrize(
+    "claimed",
+    [PUBLISH_TIME - timedelta(days=91), datetime(1, 1, 1, tzinfo=UTC), PUBLISH_TIME + timedelta(milliseconds=1)],
+)
+def test_replay_handler_refuses_a_first_publish_time_out_of_bounds_and_leaves_it_for_a_person(claimed):
+    # Written with it, an ancient time makes the write a silent no-op, and a time after the dead
+    # letter's own publish time (which no first publish can be) could hide a newer payment.
+    store = FakeFactStore(existing={101})
+    message = payment_message(7, 101, attributes={"source_publish_time": claimed.isoformat()})
+    assert ReplayHandler(store, now=lambda: NOW).handle([message]) == [Defer(REPLAY_MAX_DELAY)]
+    assert store.updated == []
 
 
 @pytest.mark.parametrize(("claimed", "code"), [("invalid_json", "invalid_json"), ("x" * 1000, "unexpected_failure")])
@@ -300,4 +344,12 @@ def test_replay_handler_writes_a_replayed_payment_with_its_first_publish_time():
     store = FakeFactStore(existing={101})
     message = payment_message(7, 101, attributes={"source_publish_time": first.isoformat()})
     ReplayHandler(store, now=lambda: NOW).handle([message])
-    assert store.updated[0][2] == micros(first)
+    assert store.updated[0][2] == version_time(first, message.message_id)
+
+
+def test_replay_handler_writes_a_replayed_payment_as_its_source_message_would_have_been():
+    first = PUBLISH_TIME - timedelta(hours=2)
+    store = FakeFactStore(existing={101})
+    attributes = {"source_publish_time": first.isoformat(), "source_message_id": "4000000000000321"}
+    ReplayHandler(store, now=lambda: NOW).handle([payment_message(7, 101, attributes=attributes)])
+    assert store.updated[0][2] == version_time(first, "4000000000000321")

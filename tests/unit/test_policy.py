@@ -10,15 +10,12 @@ import pytest
 
 from ecom_pipeline.policy import (
     MAX_ATTRIBUTE_BYTES,
-    MAX_CLOCK_SKEW,
     Backoff,
     dead_letter_attributes,
-    event_time,
-    event_time_micros,
     redact_dead_letter,
     replay_delay,
 )
-from tests.unit.conftest import micros
+from ecom_pipeline.versions import first_publish_time
 
 UTC = UTC
 FIRST_PUBLISHED = datetime(2026, 3, 1, 9, 30, 15, 123_456, tzinfo=UTC)
@@ -184,15 +181,15 @@ def test_a_policy_dead_letter_keeps_its_first_publish_time_when_dead_lettered_ag
         "CloudPubSubDeadLetterSourceSubscription": "payments_data-sub",
         "CloudPubSubDeadLetterSourceTopicPublishTime": FIRST_PUBLISHED.isoformat(),
     }
-    assert event_time_micros(moved_to_dlq_at, from_policy, from_dead_letters=True, now=NOW) == micros(FIRST_PUBLISHED)
+    assert first_publish_time(moved_to_dlq_at, from_policy, from_dead_letters=True)[0] == FIRST_PUBLISHED
     again = dead_letter(
         from_policy, subscription="dlq_payments_data-sub", publish_time=moved_to_dlq_at, from_dead_letters=True
     )
     republished_at = moved_to_dlq_at + timedelta(minutes=10)
-    assert event_time_micros(republished_at, again, from_dead_letters=True, now=NOW) == micros(FIRST_PUBLISHED)
+    assert first_publish_time(republished_at, again, from_dead_letters=True)[0] == FIRST_PUBLISHED
 
 
-# --- event_time: one function, one precedence -------------------------------------------------
+# --- first_publish_time: one function, one precedence -------------------------------------------------
 
 EARLIER = FIRST_PUBLISHED - timedelta(hours=1)
 POLICY = "CloudPubSubDeadLetterSourceTopicPublishTime"
@@ -224,18 +221,13 @@ SOURCE = "source_publish_time"
         pytest.param(
             FIRST_PUBLISHED, {POLICY: "mangled", SOURCE: EARLIER.isoformat()}, True, EARLIER, id="dlq-mangled-policy"
         ),
-        # A dead letter is published after its source: a later claim is capped at its own time.
-        pytest.param(
-            FIRST_PUBLISHED, {SOURCE: "2999-01-01T00:00:00+00:00"}, True, FIRST_PUBLISHED, id="dlq-far-future"
-        ),
-        # Never later than now plus the clock skew, whatever Pub/Sub's clock says.
-        pytest.param(NOW + timedelta(days=1), {}, False, NOW + MAX_CLOCK_SKEW, id="publish-time-ahead-of-our-clock"),
+        # A claim later than the dead letter itself is refused: tests/unit/test_versions.py.
         pytest.param(datetime(1970, 1, 1, tzinfo=UTC), {}, False, datetime(1970, 1, 1, tzinfo=UTC), id="epoch"),
     ],
 )
-def test_event_time(publish_time, attributes, from_dead_letters, expected):
-    assert event_time(publish_time, attributes, from_dead_letters=from_dead_letters, now=NOW) == expected
-    assert event_time_micros(publish_time, attributes, from_dead_letters=from_dead_letters, now=NOW) == micros(expected)
+def test_first_publish_time(publish_time, attributes, from_dead_letters, expected):
+    assert first_publish_time(publish_time, attributes, from_dead_letters=from_dead_letters)[0] == expected
+    assert first_publish_time(publish_time, attributes, from_dead_letters=from_dead_letters)[0] == expected
 
 
 @pytest.mark.parametrize(
@@ -251,17 +243,13 @@ def test_event_time(publish_time, attributes, from_dead_letters, expected):
         "9999-12-31T23:59:59-14:00",
     ],
 )
-def test_event_time_ignores_a_mangled_source_time(mangled):
-    assert event_time_micros(NOW, {SOURCE: mangled}, from_dead_letters=True, now=NOW) == micros(NOW)
+def test_first_publish_time_ignores_a_mangled_source_time(mangled):
+    assert first_publish_time(NOW, {SOURCE: mangled}, from_dead_letters=True)[0] == NOW
 
 
-def test_event_time_of_a_known_moment_in_microseconds():
-    assert event_time_micros(FIRST_PUBLISHED, {}, from_dead_letters=False, now=NOW) == 1_772_357_415_123_456
-
-
-def test_event_time_round_trips_through_dead_letter_attributes():
+def test_first_publish_time_round_trips_through_dead_letter_attributes():
     attributes = dead_letter(publish_time=FIRST_PUBLISHED)
-    assert event_time_micros(NOW, attributes, from_dead_letters=True, now=NOW) == micros(FIRST_PUBLISHED)
+    assert first_publish_time(NOW, attributes, from_dead_letters=True)[0] == FIRST_PUBLISHED
 
 
 # --- replay_delay -------------------------------------------------------------------------------
@@ -385,7 +373,7 @@ def test_a_publisher_cannot_claim_a_first_publish_time_on_an_input_topic():
     original = {POLICY: "2020-01-01T00:00:00+00:00", "CloudPubSubDeadLetterSourceSubscription": "x"}
     attributes = dead_letter(original)
     assert not [name for name in attributes if name.startswith("CloudPubSubDeadLetter")]
-    assert event_time(NOW, attributes, from_dead_letters=True, now=NOW) == FIRST_PUBLISHED
+    assert first_publish_time(NOW, attributes, from_dead_letters=True)[0] == FIRST_PUBLISHED
 
 
 def test_a_dead_letter_from_a_dead_letter_topic_stays_within_the_limit_whatever_its_names():
