@@ -1,0 +1,106 @@
+"""Scenario: the raw ceilings, each side alone: Pub/Sub's pull and ack with no database, and
+Cassandra's prepared INSERTs with no Pub/Sub (single statements, and the consumers' batches)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from contextlib import suppress
+
+from google.api_core import exceptions as google_exceptions
+
+from ..harness import PY, ROOT, Bench, Figures, Plan, produce
+from ..measure import StackCpu, children_cpu
+
+__all__ = ["run"]
+
+log = logging.getLogger(__name__)
+
+
+def run(bench: Bench, plan: Plan, dlq: str) -> Figures:
+    """Pull + ack rates (acked at once, and one pull late) with the emulator's CPU, the INSERT
+    rates from one process and from two, the batched rate with its CPU, and the best of them."""
+    log.info("raw ceilings, %d messages each", plan.n)
+    n = plan.n
+    figures: Figures = {}
+    orders = bench.topic("ceiling")
+    produce(bench, "order_data_producer.py", orders, n)
+    figures["ceiling_pull_ack_msgs"], figures["ceiling_pull_ack_emulator_cpu10k"] = ceiling_pull_ack(bench, orders, n)
+    late = bench.topic("ceiling-late")
+    produce(bench, "order_data_producer.py", late, n)
+    figures["ceiling_pull_ack_late_msgs"], figures["ceiling_pull_ack_late_emulator_cpu10k"] = ceiling_pull_ack(
+        bench, late, n, ack_late=True
+    )
+    figures["ceiling_inserts_1p_msgs"], _, _ = ceiling_inserts(bench, n, processes=1, concurrency=512)
+    figures["ceiling_inserts_2p_msgs"], _, _ = ceiling_inserts(bench, n, processes=2, concurrency=256)
+    figures["ceiling_batched_msgs"], figures["ceiling_batched_cpu10k"], figures["ceiling_batched_node_cpu10k"] = (
+        ceiling_inserts(bench, n, processes=1, concurrency=0, batched=True)
+    )
+    figures["ceiling_inserts_msgs"] = max(
+        figures["ceiling_inserts_1p_msgs"], figures["ceiling_inserts_2p_msgs"], figures["ceiling_batched_msgs"]
+    )
+    return figures
+
+
+def ceiling_pull_ack(bench: Bench, topic: str, n: int, ack_late: bool = False) -> tuple[float, float]:
+    """Unary pull of up to 1,000 and one bulk acknowledge, no database: Pub/Sub's side alone.
+    `ack_late`: each pull's messages are acked after the next pull, as a consumer that writes
+    before it acks has them outstanding while it pulls. The rate, and the emulator's CPU seconds
+    per 10,000 messages."""
+    path = bench.subscription_path(topic)
+    stack = StackCpu()
+    received, late = 0, list[str]()
+    started = time.monotonic()
+    while received < n:
+        if time.monotonic() - started > 300:
+            raise RuntimeError(f"pull + ack ceiling: only {received} of {n} messages came")
+        with suppress(google_exceptions.DeadlineExceeded):
+            response = bench.subscriber.pull(subscription=path, max_messages=1000, timeout=10, retry=None)
+            ack_ids = [m.ack_id for m in response.received_messages]
+            if ack_late:
+                ack_ids, late = late, ack_ids
+            if ack_ids:
+                bench.subscriber.acknowledge(subscription=path, ack_ids=ack_ids)
+            received += len(response.received_messages)
+    if late:
+        bench.subscriber.acknowledge(subscription=path, ack_ids=late)
+    rate = received / (time.monotonic() - started)
+    _, emulator = stack.take()
+    return rate, emulator / received * 10_000
+
+
+def ceiling_inserts(
+    bench: Bench, n: int, processes: int, concurrency: int, batched: bool = False
+) -> tuple[float, float, float]:
+    """Prepared INSERTs of n orders through the driver from `processes` processes at once, no
+    Pub/Sub: Cassandra's side alone, on an empty table as the consumers had it. `batched`: in
+    the consumers' own UNLOGGED batches grouped by replica, else single statements. The rate,
+    and CPU seconds per 10,000 rows of the loading processes and of the node(s)."""
+    bench.truncate()
+    cpu_before = children_cpu()
+    stack = StackCpu()
+    share = n // processes
+    mode = ["--batched"] if batched else ["--concurrency", str(concurrency)]
+    loads = [
+        subprocess.Popen(
+            [PY, "-m", "bench.insert_load", str(1 + k * share), str(share), *mode],
+            cwd=ROOT,
+            env=bench.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for k in range(processes)
+    ]
+    spans = []
+    for load in loads:
+        out, err = load.communicate(timeout=600)
+        if load.returncode != 0:
+            raise RuntimeError(f"insert load failed:\n{err.decode(errors='replace')[-2000:]}")
+        spans.append(json.loads(out.decode().strip().splitlines()[-1]))
+    node, _ = stack.take()
+    loader = children_cpu() - cpu_before
+    seconds = max(s["ended"] for s in spans) - min(s["started"] for s in spans)
+    rows = sum(s["rows"] for s in spans)
+    return float(rows / seconds), loader / rows * 10_000, node / rows * 10_000
