@@ -16,7 +16,7 @@ from datetime import datetime
 from cassandra.cluster import Cluster, NoHostAvailable, Session
 
 from ecom_pipeline.admin import SCHEMA, schema_statements
-from stack.localstack import CASSANDRA  # our own Cassandra: its pid is checked to be ours
+from stack.node import CASSANDRA  # our own Cassandra: its pid is checked to be ours
 
 from .conftest import PYTHON, ROOT, Topics, consumer_args, final_counts, wait_for
 from .test_pipeline import ORDERS, ORDERS_DLQ, PAYMENTS, PAYMENTS_DLQ, order, payment, rows_in
