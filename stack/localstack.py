@@ -15,13 +15,11 @@ if __name__ == "__main__":  # run as a script: `stack` is a package of the check
 
 from stack.cli import main
 
-# Deliberate re-exports, until their importers are changed: tests/unit/test_compose_file.py loads
-# this file by its path and reads `Endpoints`; tests/integration/test_guarantees.py at HEAD
-# imports `CASSANDRA` from here (its working copy imports it from stack.node).
+# A deliberate re-export: tests/unit/test_compose_file.py loads this file by its path and reads
+# `Endpoints` from it (the defaults it compares with docker-compose-cassandra.yml).
 from stack.common import Endpoints
-from stack.node import CASSANDRA
 
-__all__ = ["CASSANDRA", "Endpoints", "main"]
+__all__ = ["Endpoints", "main"]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv))
