@@ -1,4 +1,4 @@
-"""Google Cloud Pub/Sub: pulling, acking and lease-keeping for one subscription, and publishing.
+"""Google Cloud Pub/Sub: the thin adapter: pull, ack, modify leases and publish, and error translation.
 
 With `PubSubSettings.emulator_host` set, the clients talk to the emulator without credentials;
 otherwise to Google Cloud with Application Default Credentials. Library errors are translated
@@ -7,9 +7,8 @@ person changes something).
 
 Consumers use synchronous `pull` of up to a thousand messages and one bulk `acknowledge`,
 measured about ten times faster here than the streaming `subscribe()` callback path (the
-emulator also sends a stream at most 100 messages every 50 ms, its `StreamingPullPusher`). A
-`Prefetcher` thread pulls the next messages while the previous ones are being written, into a
-buffer of bounded size; `LeaseKeeper` keeps the leases of everything pulled and not yet settled.
+emulator also sends a stream at most 100 messages every 50 ms, its `StreamingPullPusher`). The
+consumer's own flow control (pulling ahead, keeping leases) lives in `ecom_pipeline.consumer`.
 Dead letters go out through the raw Publish call, so a message's attributes are passed as data
 whatever their names, and every error comes back at once instead of in a background thread.
 """
@@ -17,10 +16,7 @@ whatever their names, and every error comes back at once instead of in a backgro
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -37,9 +33,7 @@ from .config import PubSubSettings
 from .errors import FatalError, PipelineError, ServiceUnavailable
 
 __all__ = [
-    "LeaseKeeper",
     "PartlyPublished",
-    "Prefetcher",
     "PubSubUnavailable",
     "Received",
     "Subscription",
@@ -300,182 +294,6 @@ class SyncPublisher:
 
     def close(self) -> None:
         self._client.transport.close()  # type: ignore[no-untyped-call]  # the generated transport's close() is unannotated
-
-
-class LeaseKeeper:
-    """Keeps the leases of in-flight messages alive while they are processed or retried.
-
-    `hold` sets new messages' lease to `deadline` seconds at once, unless a pull already leases
-    them for exactly that long (`leased_for`, the subscription's own ack deadline: one call less
-    per pull), and every `tick` seconds every held message is extended again, so a slow write or
-    a Cassandra outage never lets a message be redelivered to another consumer, while a consumer
-    that dies stops extending and its messages come back within `deadline` seconds. `release`
-    returns only once no extension of those messages is under way, so a message nacked or
-    deferred right after it is never re-extended from a stale snapshot.
-    """
-
-    def __init__(self, subscription: Subscription, deadline: int, tick: float, *, leased_for: int = 0) -> None:
-        self._subscription = subscription
-        self._deadline = deadline
-        self._leased_for = leased_for
-        self._tick = tick
-        self._held: set[str] = set()
-        self._extending = threading.Lock()  # held for a snapshot and its extension together
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def hold(self, ack_ids: Sequence[str]) -> None:
-        with self._extending:
-            self._held.update(ack_ids)
-            # Longer, too: then a consumer that dies lets its messages go after our deadline.
-            if self._leased_for != self._deadline:
-                self._subscription.modify_deadline(ack_ids, self._deadline)
-
-    def release(self, ack_ids: Iterable[str]) -> None:
-        with self._extending:
-            self._held.difference_update(ack_ids)
-
-    def held(self) -> set[str]:
-        with self._extending:
-            return set(self._held)
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def extend_all(self) -> None:
-        """One round of the keeper: extend every held message to `deadline` seconds from now."""
-        with self._extending:
-            if self._held:
-                log.debug("extending the lease of %d in-flight messages", len(self._held))
-                self._subscription.modify_deadline(list(self._held), self._deadline)
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self._tick):
-            try:
-                self.extend_all()
-            except Exception:  # one failed round must not end the keeping: the next one may work
-                log.exception("extending the leases failed; trying again in %.0f s", self._tick)
-
-
-class Prefetcher:
-    """Pulls on its own threads, so the next messages are here when the previous ones are written.
-
-    At most `max_buffered` pulled messages wait in memory; a thread pulls again only when there
-    is room, and `pullers` threads pull at once (each pull is a round trip, and may bring fewer
-    messages than asked). They are leased from the moment they arrive. A pull that fails transiently
-    is retried after `retry_delay(attempt)` seconds; any other error is raised by `take`.
-    """
-
-    def __init__(
-        self,
-        subscription: Subscription,
-        leases: LeaseKeeper,
-        *,
-        pull_size: int,
-        max_buffered: int,
-        pull_timeout: float,
-        retry_delay: Callable[[int], float],
-        on_pull: Callable[[bool], None] = lambda ok: None,
-        pullers: int = 1,
-    ) -> None:
-        self._subscription = subscription
-        self._leases = leases
-        self._pull_size = pull_size
-        self._max_buffered = max_buffered
-        self._pull_timeout = pull_timeout
-        self._retry_delay = retry_delay
-        self._on_pull = on_pull  # told whether each pull reached Pub/Sub (readiness)
-        self._buffer: deque[Received] = deque()
-        self._error: BaseException | None = None
-        self._changed = threading.Condition()
-        self._stopped = threading.Event()
-        self._reserved = 0  # room promised to pulls under way, so the buffer stays bounded
-        self._threads = [
-            threading.Thread(target=self._run, name=f"prefetcher-{k}", daemon=True) for k in range(pullers)
-        ]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def buffered(self) -> int:
-        with self._changed:
-            return len(self._buffer)
-
-    def take(self, max_messages: int, timeout: float) -> list[Received]:
-        """Up to `max_messages` pulled messages; an empty list when none came within `timeout`."""
-        with self._changed:
-            self._changed.wait_for(
-                lambda: self._buffer or self._error or (self._stopped.is_set() and not self._reserved), timeout
-            )
-            if self._error is not None:
-                raise self._error
-            batch = [self._buffer.popleft() for _ in range(min(max_messages, len(self._buffer)))]
-            self._changed.notify_all()
-            return batch
-
-    def close(self) -> None:
-        """Pull no more; what is buffered, and what the pulls under way bring, can still be taken."""
-        self._stopped.set()
-        with self._changed:
-            self._changed.notify_all()
-
-    def drained(self) -> bool:
-        """Closed, with nothing buffered and no pull under way: `take` will bring nothing more."""
-        with self._changed:
-            return self._stopped.is_set() and not self._buffer and not self._reserved
-
-    def stop(self) -> list[Received]:
-        """Stop pulling; return what was pulled and not taken, for the caller to hand back."""
-        self.close()
-        deadline = time.monotonic() + self._pull_timeout + RPC_TIMEOUT
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        with self._changed:
-            left, self._buffer = list(self._buffer), deque()
-        return left
-
-    def _run(self) -> None:
-        failures = 0
-        while not self._stopped.is_set():
-            with self._changed:
-                self._changed.wait_for(lambda: self._room() > 0 or self._stopped.is_set())
-                if self._stopped.is_set():
-                    return
-                size = min(self._room(), self._pull_size)
-                self._reserved += size
-            batch: list[Received] = []
-            try:
-                batch = self._subscription.pull(size, self._pull_timeout)
-                failures = 0
-                self._on_pull(True)
-                if batch:
-                    self._leases.hold([m.ack_id for m in batch])
-            except PubSubUnavailable as exc:
-                self._on_pull(False)
-                delay = self._retry_delay(failures)
-                failures += 1
-                log.warning("%s; retrying in %.1f s", exc, delay)
-                self._stopped.wait(delay)
-            except BaseException as exc:  # e.g. the subscription is gone: `take` raises it
-                with self._changed:
-                    self._error = exc
-                    self._changed.notify_all()
-                return
-            finally:
-                with self._changed:
-                    self._reserved -= size
-                    self._buffer.extend(batch)
-                    self._changed.notify_all()
-
-    def _room(self) -> int:
-        """Messages that may still be pulled (the caller holds `_changed`)."""
-        return self._max_buffered - len(self._buffer) - self._reserved
 
 
 def connect_subscriber(settings: PubSubSettings, subscription: str) -> SubscriptionClient:

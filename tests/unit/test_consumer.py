@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from ecom_pipeline.config import ConsumerSettings
-from ecom_pipeline.consumer import Consumer, last_chance, sort_outcomes
+from ecom_pipeline.consumer import Consumer, LeaseKeeper, Prefetcher, last_chance, sort_outcomes
 from ecom_pipeline.errors import FatalError
 from ecom_pipeline.handlers import Handler
 from ecom_pipeline.policy import Applied, DeadLetter, Defer, Fail, Outcome, Retry
-from ecom_pipeline.pubsub_io import LeaseKeeper, PartlyPublished, Prefetcher, PubSubUnavailable, Received
+from ecom_pipeline.pubsub_io import PartlyPublished, PubSubUnavailable, Received
 from tests.unit.conftest import received
 
 
