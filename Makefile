@@ -28,7 +28,7 @@ endif
 export CASSANDRA_KEYSPACE ?= ecom_store
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv jars stack stack-down stack-status setup demo lint monitoring-check observe test test-cluster test-secure test-unit bench audit clean
+.PHONY: help venv jars stack stack-down stack-status setup demo lint deploy-check monitoring-check observe test test-cluster test-secure test-unit bench audit clean
 
 help:
 	@echo "make demo     bring the stack up, set it up, run the whole pipeline once and summarise"
@@ -81,11 +81,27 @@ audit: venv
 	$(PY) -m ecom_pipeline.admin audit $(AUDIT_ARGS)
 
 # Lint first, before any service starts: a newcomer's change is checked as the maintainers' are.
-lint: venv monitoring-check
+lint: venv monitoring-check deploy-check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	git ls-files -z | xargs -0 $(VENV)/bin/detect-secrets-hook
+
+# The container image's recipe and the Kubernetes manifests, checked offline (no Docker engine,
+# no cluster): hadolint on the Dockerfile, and kubernetes-validate on every built-in resource in
+# strict mode (an unknown field fails) against the oldest Kubernetes with every field the
+# manifests use (1.31: PodDisruptionBudget's unhealthyPodEvictionPolicy is GA there) and the
+# newest the pinned tool knows. The custom resources (Managed Service for Prometheus, KEDA) have
+# no schema here: tests/unit/test_kubernetes_manifests.py checks the fields the project relies on.
+# A kind with no schema is only a WARN to kubernetes-validate; here it fails.
+KUBERNETES_VERSIONS := 1.31.0 1.37.0
+KUBERNETES_CUSTOM_RESOURCES := deploy/kubernetes/base/podmonitoring.yaml deploy/kubernetes/overlays/keda/keda.yaml
+KUBERNETES_MANIFESTS := $(filter-out %/kustomization.yaml $(KUBERNETES_CUSTOM_RESOURCES),\
+	$(sort $(wildcard deploy/kubernetes/*/*.yaml deploy/kubernetes/*/*/*.yaml)))
+deploy-check: venv
+	$(VENV)/bin/hadolint Dockerfile
+	set -o pipefail; $(VENV)/bin/kubernetes-validate --strict --quiet $(addprefix -k ,$(KUBERNETES_VERSIONS)) \
+		$(KUBERNETES_MANIFESTS) | awk '{ print } /^WARN/ { unknown = 1 } END { exit unknown }'
 
 # The Prometheus config and alert rules, with promtool's unit tests of every alert.
 monitoring-check:
