@@ -24,7 +24,9 @@ from tests.unit.conftest import ROOT
 PACKAGE = ROOT / "ecom_pipeline"
 # The top-level scripts: every Python file at the root of the checkout.
 SCRIPTS = sorted(path.name for path in ROOT.glob("*.py"))
-SHIPPED_SOURCES = sorted(PACKAGE.glob("*.py")) + [ROOT / name for name in SCRIPTS]
+# The package with its sub-packages (ecom_pipeline/consumer/), and the scripts.
+PACKAGE_SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+SHIPPED_SOURCES = PACKAGE_SOURCES + [ROOT / name for name in SCRIPTS]
 _VARIABLE = re.compile(r"[A-Z][A-Z0-9_]*")
 
 

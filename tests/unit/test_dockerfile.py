@@ -16,7 +16,7 @@ import shlex
 import sys
 import tomllib
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import pytest
 from packaging.requirements import Requirement
@@ -24,7 +24,7 @@ from packaging.utils import canonicalize_name
 
 from ecom_pipeline import admin
 from tests.unit.conftest import ROOT
-from tests.unit.deploy_facts import PACKAGE, SCRIPTS, parse_command
+from tests.unit.deploy_facts import PACKAGE_SOURCES, SCRIPTS, parse_command
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -125,21 +125,42 @@ def workdir() -> PurePosixPath:
     return PurePosixPath(directory)
 
 
-def local_imports(path) -> set[str]:
-    """The package modules a file imports (`ecom_pipeline.x`), relative imports resolved."""
+def module_file(name: str) -> Path | None:
+    """The checkout's file of a dotted module name: a module, or a package's __init__.py."""
+    base = ROOT / name.replace(".", "/")
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def local_imports(path: Path) -> set[str]:
+    """The project's modules a file imports, relative imports resolved from its own package,
+    with every package they are in (importing `a.b.c` runs `a` and `a.b` first)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level:  # from .x import y, inside the package
-                base = "ecom_pipeline" + (f".{node.module}" if node.module else "")
-                found.add(base)
-                found.update(f"ecom_pipeline.{alias.name}" for alias in node.names if not node.module)
-            elif node.module and node.module.split(".")[0] == "ecom_pipeline":
-                found.add(node.module)
-                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            if node.level:
+                parts = package.split(".")
+                base = parts[: len(parts) - (node.level - 1)] + ([node.module] if node.module else [])
+                module = ".".join(base)
+            elif node.module:
+                module = node.module
+            else:
+                continue
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)  # `from pkg import submodule`
         elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "ecom_pipeline")
-    return {name for name in found if (ROOT / (name.replace(".", "/") + ".py")).is_file()}
+            found.update(alias.name for alias in node.names)
+    with_parents = {".".join(m.split(".")[: i + 1]) for m in found for i in range(m.count(".") + 1)}
+    return {m for m in with_parents if m.split(".")[0] == "ecom_pipeline" and module_file(m) is not None}
 
 
 def third_party_imports(path) -> set[str]:
@@ -154,8 +175,9 @@ def third_party_imports(path) -> set[str]:
 
 
 def what_the_scripts_run() -> set[str]:
-    """Every file of the checkout a script can import, through the package, transitively."""
-    pending = [ROOT / name for name in SCRIPTS]
+    """Every file of the checkout a script, or `python -m ecom_pipeline.admin` (the set-up Job),
+    can import, through the package, transitively."""
+    pending = [ROOT / name for name in SCRIPTS] + [ROOT / "ecom_pipeline" / "admin.py"]
     seen: set[str] = set()
     while pending:
         path = pending.pop()
@@ -163,7 +185,7 @@ def what_the_scripts_run() -> set[str]:
         if relative in seen:
             continue
         seen.add(relative)
-        pending.extend(ROOT / (module.replace(".", "/") + ".py") for module in local_imports(path))
+        pending.extend(file for file in map(module_file, local_imports(path)) if file is not None)
     return seen
 
 
@@ -289,6 +311,7 @@ def test_the_scripts_and_every_module_they_import_are_copied_into_the_working_di
     placed = image_files()
     needed = what_the_scripts_run()
     assert set(SCRIPTS) <= needed and "ecom_pipeline/cli.py" in needed  # the scan found something
+    assert "ecom_pipeline/consumer/__init__.py" in needed  # and follows sub-packages
     missing = sorted(n for n in needed if str(workdir() / n) not in placed)
     assert missing == []
 
@@ -301,7 +324,7 @@ def test_admin_setup_finds_schema_cql_where_it_looks_for_it():
 
 def test_the_whole_package_is_copied_so_that_python_m_finds_every_module():
     placed = set(image_files())
-    for module in PACKAGE.glob("*.py"):
+    for module in PACKAGE_SOURCES:
         assert str(workdir() / module.relative_to(ROOT)) in placed
 
 
