@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from prometheus_client import multiprocess
 
 from .app import SCRIPTS, Kind, run_consumer
 from .config import (
@@ -37,7 +39,7 @@ from .config import (
 )
 from .consumer import PULL_TIMEOUT, ConsumerStats
 from .errors import PipelineError
-from .metrics import MULTIPROCESS_DIR, Health, consumer_metrics, producer_metrics, serve
+from .metrics import MULTIPROCESS_DIR, Health, Probes, WorkerProbes, consumer_metrics, producer_metrics, serve
 from .mockdata import MockData
 from .producer import publish
 from .pubsub_io import connect_publisher, translate_error
@@ -326,7 +328,7 @@ def run_consumer_script(options: ConsumerOptions, environ: Mapping[str, str]) ->
     return _run_one(options, pubsub, cassandra)
 
 
-def _serve_metrics(address: str, port: int, health: Health | None) -> Callable[[], None]:
+def _serve_metrics(address: str, port: int, health: Probes | None) -> Callable[[], None]:
     """Start the metrics endpoint; an `OSError` that names the option (a name with no address,
     an address not of this machine, a port taken) is the caller's."""
     try:
@@ -337,7 +339,7 @@ def _serve_metrics(address: str, port: int, health: Health | None) -> Callable[[
         ) from exc
 
 
-def _serve(options: ConsumerOptions, health: Health | None) -> Callable[[], None] | None:
+def _serve(options: ConsumerOptions, health: Probes | None) -> Callable[[], None] | None:
     """Start the metrics endpoint if asked; `OSError` (e.g. the port is taken) is the caller's."""
     if options.metrics_port is None:
         return None
@@ -349,9 +351,10 @@ def _run_one(
     pubsub: PubSubSettings,
     cassandra: CassandraSettings,
     results: multiprocessing.SimpleQueue[ConsumerStats] | None = None,
+    probe: Callable[[float, bool], None] | None = None,
 ) -> int:
     """One consumer: the script itself, or a `--workers` worker (`results`: where its stats go;
-    the parent serves the metrics)."""
+    `probe`: where its liveness and readiness go; the parent serves the metrics and probes)."""
     worker = results is not None
     stop = stop_on_signals(worker=worker)
     stop_server = None
@@ -360,7 +363,7 @@ def _run_one(
         if options.metrics_port is not None:
             metrics = consumer_metrics(SCRIPTS[options.kind], options.settings.subscription)
             # Stuck: no round of the loop for three times the longest a healthy round takes.
-            health = Health(liveness_window=3 * max(PULL_TIMEOUT, cassandra.request_timeout))
+            health = Health(liveness_window=liveness_window(cassandra), publish=probe)
             if not worker:
                 stop_server = _serve(options, health)
         stats = run_consumer(options.kind, pubsub, cassandra, options.settings, stop, metrics=metrics, health=health)
@@ -378,14 +381,21 @@ def _run_one(
     return 0
 
 
+def liveness_window(cassandra: CassandraSettings) -> float:
+    """Stuck: no round of the loop for three times the longest a healthy round takes."""
+    return 3 * max(PULL_TIMEOUT, cassandra.request_timeout)
+
+
 def _worker(
     options: ConsumerOptions,
     pubsub: PubSubSettings,
     cassandra: CassandraSettings,
     results: multiprocessing.SimpleQueue[ConsumerStats],
+    slots: Any,
+    index: int,
 ) -> None:
     configure_logging(options.log_level, multiprocessing.current_process().name, options.log_format)
-    raise SystemExit(_run_one(options, pubsub, cassandra, results))
+    raise SystemExit(_run_one(options, pubsub, cassandra, results, WorkerProbes.writer(slots, index)))
 
 
 def _run_workers(options: ConsumerOptions, pubsub: PubSubSettings, cassandra: CassandraSettings) -> int:
@@ -395,12 +405,15 @@ def _run_workers(options: ConsumerOptions, pubsub: PubSubSettings, cassandra: Ca
 
     With metrics, the workers write their series to files in a directory of their own
     (PROMETHEUS_MULTIPROC_DIR, set before they start) and this process serves the sum; its
-    probes answer 200 while every worker is alive.
+    probes answer for every worker (`WorkerProbes`): /healthz 503 once one is gone or has made
+    no round within its liveness window, /readyz 503 while one is not ready. A worker that exits
+    is marked dead for prometheus_client, so its live gauges leave the sum.
     """
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no gRPC state is forked
     results = context.SimpleQueue()
+    slots = context.Array("d", 2 * options.workers)
     workers = [
-        context.Process(target=_worker, args=(options, pubsub, cassandra, results), name=f"worker-{i + 1}")
+        context.Process(target=_worker, args=(options, pubsub, cassandra, results, slots, i), name=f"worker-{i + 1}")
         for i in range(options.workers)
     ]
     metrics_dir = None
@@ -412,8 +425,7 @@ def _run_workers(options: ConsumerOptions, pubsub: PubSubSettings, cassandra: Ca
         def every_worker() -> bool:
             return all(w.is_alive() for w in workers)
 
-        health = Health(liveness_window=float("inf"), cassandra_up=every_worker, processes_up=every_worker)
-        health.set_ready(pubsub=True, cassandra=True)
+        health = WorkerProbes(slots, liveness_window(cassandra), processes_up=every_worker)
         try:
             stop_server = _serve(options, health)
         except OSError as exc:
@@ -445,7 +457,13 @@ def _run_workers(options: ConsumerOptions, pubsub: PubSubSettings, cassandra: Ca
     signal.signal(signal.SIGINT, _forward)
     signal.signal(signal.SIGTERM, _forward)
     parts: list[ConsumerStats] = []
+    marked: set[int] = set()
     while any(w.is_alive() for w in workers) or not results.empty():
+        if metrics_dir is not None:  # an exited worker's live gauges (in flight) leave the sum
+            for worker in workers:
+                if worker.pid is not None and worker.exitcode is not None and worker.pid not in marked:
+                    marked.add(worker.pid)
+                    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]  # unannotated upstream
         if results.empty():
             time.sleep(0.2)  # a worker puts its stats just before it exits; read as they come
         else:
