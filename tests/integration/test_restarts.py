@@ -18,6 +18,7 @@ import pytest
 from cassandra.cluster import NoHostAvailable, Session
 from cassandra.concurrent import execute_concurrent_with_args
 
+from ecom_pipeline.config import MAX_DELIVERY_ATTEMPTS
 from stack.node import CASSANDRA
 
 from .conftest import Script, Topics, consumer_args, final_counts, wait_for
@@ -101,9 +102,12 @@ def test_a_crash_loop_loses_nothing_and_dead_letters_nothing(
     """SIGKILL every few seconds: nothing is handed back, what a killed consumer held comes back
     when its lease (10 s) lapses, with one more delivery attempt, to one of the next consumers.
 
-    The official emulator stops redelivering a message whose lease has lapsed three times on a
-    subscription with a dead-letter policy (checked here: nothing for 8 minutes after the third),
-    so this loop keeps Cassandra up and lets the messages flow, rather than pinning them."""
+    The official emulator stops redelivering a message whose lease has lapsed on a subscription
+    with a retry policy (checked here: after the third lapse, nothing for 8 minutes with a 1-2 s
+    backoff; real Pub/Sub redelivers within the policy's maximum backoff), so this test's
+    subscription has the dead-letter policy at 100 attempts but no retry policy, and the loop
+    keeps Cassandra up and lets the messages flow, rather than pinning them."""
+    without_retry_policy(topics, ORDERS, ORDERS_DLQ)
     total = 10_000
     topics.publish_json(ORDERS, [order(first_id + i) for i in range(total)])
     args = consumer_args(topics, ORDERS, ORDERS_DLQ, "--batch-size", 50, "--batches-in-flight", 1, "--ack-deadline", 10)
@@ -122,6 +126,24 @@ def test_a_crash_loop_loses_nothing_and_dead_letters_nothing(
     assert last.wait(600) == 0, last.output()
     assert count_rows(cql, first_id, total) == total
     assert topics.is_empty(ORDERS_DLQ), "a valid message was moved to the dead-letter topic"
+
+
+def without_retry_policy(topics: Topics, topic: str, dead_letter_topic: str) -> None:
+    """Make `topic`'s subscription again with the dead-letter policy at its maximum and no retry
+    policy (see the crash-loop test for why)."""
+    path = topics.settings.subscription_path(topics.sub(topic))
+    topics.subscriber.delete_subscription(subscription=path)
+    topics.subscriber.create_subscription(
+        request={
+            "name": path,
+            "topic": topics.settings.topic_path(topics.name(topic)),
+            "ack_deadline_seconds": 10,
+            "dead_letter_policy": {
+                "dead_letter_topic": topics.settings.topic_path(topics.name(dead_letter_topic)),
+                "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
+            },
+        }
+    )
 
 
 def test_one_sigterm_to_the_process_group_stops_the_workers_gracefully(
