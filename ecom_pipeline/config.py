@@ -276,6 +276,7 @@ class ConsumerSettings:
     stats_interval: float = 5.0
     retry_initial: float = 0.2
     retry_maximum: float = 10.0
-    # A stop settles what is held for this long before handing the rest back: within
-    # Kubernetes' default 30 s grace, with room for the pulls under way and the hand-backs.
+    # A stop settles what is held for this long before handing the rest back; with a write and
+    # a pull under way it can take this plus CASSANDRA_REQUEST_TIMEOUT plus 2 s (the manifests
+    # give a pod 45 s, docs/scaling.md).
     stop_grace: float = 20.0
