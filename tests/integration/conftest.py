@@ -253,6 +253,20 @@ def run_script(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
             script.process.wait()
 
 
+def no_google_credentials(tmp_path: Path) -> dict[str, str]:
+    """An environment for real Pub/Sub with no credentials anywhere: no emulator, an empty home
+    and gcloud configuration, no key file, and no metadata server asked."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return {
+        "PUBSUB_EMULATOR_HOST": "",
+        "HOME": str(home),
+        "CLOUDSDK_CONFIG": str(home / "gcloud"),
+        "GOOGLE_APPLICATION_CREDENTIALS": "",
+        "NO_GCE_CHECK": "True",
+    }
+
+
 def summary_counts(line: str) -> dict[str, int]:
     """Every `name=<integer>` of a summary line, parsed: `applied=12` is 12, never a prefix of it."""
     counts: dict[str, int] = {}

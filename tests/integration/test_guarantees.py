@@ -13,6 +13,7 @@ import subprocess
 import uuid
 from datetime import datetime
 
+import pytest
 from cassandra.cluster import Cluster, NoHostAvailable, Session
 
 from ecom_pipeline.admin import SCHEMA, schema_statements
@@ -172,16 +173,19 @@ def test_a_row_cassandra_refuses_for_good_is_dead_lettered_at_once_with_its_reas
         cluster.shutdown()
 
 
-def test_one_ctrl_c_in_a_terminal_stops_the_workers_gracefully(
-    run_script, topics: Topics, cql: Session, first_id: int
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_one_signal_to_the_process_group_stops_the_workers_gracefully(
+    sig: int, run_script, topics: Topics, cql: Session, first_id: int
 ) -> None:
+    """A terminal's Ctrl-C, and systemd's KillMode=control-group or `kill -TERM -PGID`, signal the
+    whole process group: each worker gets the signal itself and the SIGTERM its parent passes on.
+    That is one stop (d4066ca: 'SIGTERM received again: forced exit', exit 1, for SIGTERM)."""
     total = 1000
     topics.publish_json(ORDERS, [order(first_id + i) for i in range(total)])
     args = consumer_args(topics, ORDERS, ORDERS_DLQ, "--workers", 2, "--batch-size", 100)
     consumer = run_script("order_data_consumer.py", *args, new_session=True)
     wait_for(lambda: count_rows(cql, first_id, total) == total, 120, f"{total} rows written by two workers")
-    # A terminal's Ctrl-C signals its whole foreground process group: the script and its workers.
-    os.killpg(consumer.process.pid, signal.SIGINT)
+    os.killpg(consumer.process.pid, sig)
     assert consumer.wait(60) == 0, consumer.output()
     assert "forced exit" not in consumer.output()
 

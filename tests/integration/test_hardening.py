@@ -17,7 +17,7 @@ from cassandra.cluster import Session
 
 from stack.node import CASSANDRA  # our own Cassandra: its pid is checked to be ours
 
-from .conftest import Script, Topics, consumer_args, final_counts, wait_for
+from .conftest import Script, Topics, consumer_args, final_counts, no_google_credentials, wait_for
 from .test_pipeline import ORDERS, ORDERS_DLQ, PAYMENTS, PAYMENTS_DLQ, order, rows_in
 
 # The keyword arguments of PublisherClient.publish(topic, data, ordering_key, retry, timeout).
@@ -168,15 +168,7 @@ def test_help_shows_every_default(run_script, script: str) -> None:
 def test_without_emulator_and_without_credentials_one_line_says_what_to_set(
     run_script, topics: Topics, tmp_path: Path
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {
-        "PUBSUB_EMULATOR_HOST": "",
-        "HOME": str(home),
-        "CLOUDSDK_CONFIG": str(home / "gcloud"),
-        "GOOGLE_APPLICATION_CREDENTIALS": "",
-        "NO_GCE_CHECK": "True",  # never ask a metadata server
-    }
+    env = no_google_credentials(tmp_path)
     line = refusal(run_script("order_data_consumer.py", *consumer_args(topics, ORDERS, ORDERS_DLQ), env=env))
     assert "PUBSUB_EMULATOR_HOST" in line and "credentials" in line
 

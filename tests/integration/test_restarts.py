@@ -4,7 +4,8 @@ Pub/Sub counts every hand-back (ModifyAckDeadline 0) and every lease that runs o
 attempt, and the input subscriptions' dead-letter policy moves a message once it has had that
 many. These tests restart the consumers again and again while Cassandra browns out (paused while
 they hold messages), the way a rolling deploy during an outage or a crash loop does, and check
-that every valid message ends applied and no dead-letter topic holds one.
+that every valid message ends applied and no dead-letter topic holds one. (One SIGTERM to a
+`--workers` process group: test_guarantees.py.)
 """
 
 from __future__ import annotations
@@ -144,18 +145,3 @@ def without_retry_policy(topics: Topics, topic: str, dead_letter_topic: str) -> 
             },
         }
     )
-
-
-def test_one_sigterm_to_the_process_group_stops_the_workers_gracefully(
-    run_script, topics: Topics, cql: Session, first_id: int
-) -> None:
-    """systemd's KillMode=control-group and `kill -TERM -PGID` signal every process of the group:
-    each worker gets the SIGTERM itself and again from its parent. That is one stop."""
-    total = 1000
-    topics.publish_json(ORDERS, [order(first_id + i) for i in range(total)])
-    args = consumer_args(topics, ORDERS, ORDERS_DLQ, "--workers", 2, "--batch-size", 100)
-    consumer = run_script("order_data_consumer.py", *args, new_session=True)
-    wait_for(lambda: count_rows(cql, first_id, total) == total, 120, f"{total} rows written by two workers")
-    os.killpg(consumer.process.pid, signal.SIGTERM)
-    assert consumer.wait(60) == 0, consumer.output()
-    assert "forced exit" not in consumer.output()

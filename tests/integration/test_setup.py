@@ -16,7 +16,7 @@ from cassandra.cluster import Session
 from ecom_pipeline.admin import SubscriptionSpec, count_waiting, ensure_subscriptions
 from tests.unit.test_admin import free_port
 
-from .conftest import Topics, consumer_args, final_counts, wait_for
+from .conftest import Topics, consumer_args, final_counts, no_google_credentials, wait_for
 from .test_hardening import refusal
 from .test_pipeline import ORDERS, ORDERS_DLQ, order, rows_in
 
@@ -63,15 +63,7 @@ def test_setup_with_pub_sub_unreachable_stops_after_its_wait_with_one_line(run_s
 
 
 def test_setup_without_credentials_for_real_pub_sub_stops_with_one_line(run_script, tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {
-        "PUBSUB_EMULATOR_HOST": "",
-        "HOME": str(home),
-        "CLOUDSDK_CONFIG": str(home / "gcloud"),
-        "GOOGLE_APPLICATION_CREDENTIALS": "",
-        "NO_GCE_CHECK": "True",  # never ask a metadata server
-    }
+    env = no_google_credentials(tmp_path)
     line = refusal(run_script("-m", "ecom_pipeline.admin", "setup", "--wait", 3, env=env), timeout=60)
     assert "PUBSUB_EMULATOR_HOST" in line and "credentials" in line
 

@@ -117,6 +117,20 @@ def assert_whole(cql: Session, first_id: int, winners: dict[int, Published], col
     )
 
 
+def publish_payment_pairs(topics: Topics, first_id: int) -> tuple[Witness, list[Published]]:
+    """Two payments for each of PAIRS orders, all in one Publish request, watched by a witness."""
+    witness = Witness(topics, PAYMENTS)
+    pairs = [version for i in range(PAIRS) for version in payment_versions(first_id + i, i)]
+    return witness, publish_together(topics, PAYMENTS, pairs)
+
+
+def assert_pairs_whole(cql: Session, first_id: int, witness: Witness, published: list[Published]) -> None:
+    """Each order's row holds, whole, the rule's winner of the pair published for it."""
+    times = witness.publish_times_ms(len(published))
+    winners = {first_id + i: rule_winner(published[2 * i : 2 * i + 2], times) for i in range(PAIRS)}
+    assert_whole(cql, first_id, winners, PAYMENT_COLUMNS)
+
+
 def run_to_idle(run_script, topics: Topics, source: str, dead: str, *extra: object) -> None:
     script = "order_data_consumer.py" if source == ORDERS else "ingest_in_fact_table.py"
     consumer = run_script(script, *consumer_args(topics, source, dead, "--exit-after-idle", 3, *extra))
@@ -159,14 +173,9 @@ def test_two_payments_of_an_order_in_one_publish_request_never_mix(
 ) -> None:
     insert = cql.prepare("INSERT INTO orders_payments_facts (order_id, item) VALUES (?, 'lamp')")
     execute_concurrent_with_args(cql, insert, [(first_id + i,) for i in range(PAIRS)])
-    witness = Witness(topics, PAYMENTS)
-    published = publish_together(
-        topics, PAYMENTS, [version for i in range(PAIRS) for version in payment_versions(first_id + i, i)]
-    )
+    witness, published = publish_payment_pairs(topics, first_id)
     run_to_idle(run_script, topics, PAYMENTS, PAYMENTS_DLQ)
-    times = witness.publish_times_ms(len(published))
-    winners = {first_id + i: rule_winner(published[2 * i : 2 * i + 2], times) for i in range(PAIRS)}
-    assert_whole(cql, first_id, winners, PAYMENT_COLUMNS)
+    assert_pairs_whole(cql, first_id, witness, published)
 
 
 def test_payments_replayed_from_the_dead_letter_topic_resolve_as_if_applied_at_once(
@@ -174,10 +183,7 @@ def test_payments_replayed_from_the_dead_letter_topic_resolve_as_if_applied_at_o
 ) -> None:
     """Both payments arrive before their order (dead-lettered), the order comes, the replay
     writes both: the same version wins as on the direct path, by their first publish time."""
-    witness = Witness(topics, PAYMENTS)
-    published = publish_together(
-        topics, PAYMENTS, [version for i in range(PAIRS) for version in payment_versions(first_id + i, i)]
-    )
+    witness, published = publish_payment_pairs(topics, first_id)
     run_to_idle(run_script, topics, PAYMENTS, PAYMENTS_DLQ)  # no order yet: all dead-lettered
     topics.publish_json(ORDERS, [order(first_id + i) for i in range(PAIRS)])
     run_to_idle(run_script, topics, ORDERS, ORDERS_DLQ)
@@ -185,9 +191,7 @@ def test_payments_replayed_from_the_dead_letter_topic_resolve_as_if_applied_at_o
         "replay_dlq_payments.py", *consumer_args(topics, PAYMENTS_DLQ, PAYMENTS_DLQ, "--exit-after-idle", 3)
     )
     assert replay.wait(180) == 0, replay.output()
-    times = witness.publish_times_ms(len(published))
-    winners = {first_id + i: rule_winner(published[2 * i : 2 * i + 2], times) for i in range(PAIRS)}
-    assert_whole(cql, first_id, winners, PAYMENT_COLUMNS)
+    assert_pairs_whole(cql, first_id, witness, published)
 
 
 def test_a_consumer_whose_clock_runs_two_minutes_slow_keeps_the_later_version(
