@@ -7,12 +7,15 @@ integration tests.
 
 from __future__ import annotations
 
+import faulthandler
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
+
+import pytest
 
 from ecom_pipeline.errors import StoreError
 from ecom_pipeline.pubsub_io import Received
@@ -108,3 +111,14 @@ class FakeFactStore:
     def update_payments(self, rows: Sequence[tuple[int, tuple[object, ...], int]]) -> list[StoreError | None]:
         self.updated.extend(rows)
         return [self.update_errors.get(order_id) for order_id, _, _ in rows]
+
+
+@pytest.fixture(autouse=True)
+def _no_unit_test_hangs() -> Iterator[None]:
+    """A unit test that has not finished after 120 s prints every thread's stack and ends the run
+    with an error, rather than holding CI until its time runs out (no unit test takes a second)."""
+    faulthandler.dump_traceback_later(120, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
