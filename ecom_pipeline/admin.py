@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
 from cassandra.encoder import cql_quote
 from cassandra.protocol import SyntaxException
@@ -39,18 +40,20 @@ from .config import (
     optional_integer,
     subscription_for,
 )
-from .errors import FatalError, PipelineError, StoreError, TransientStoreError
+from .errors import FatalError, InvalidMessage, PipelineError, StoreError, TransientStoreError
+from .messages import parse_order, parse_payment
 from .policy import DEAD_LETTER_RETENTION, original_attributes
 from .pubsub_io import (
     NO_CREDENTIALS,
     RPC_TIMEOUT,
     TRANSIENT_GOOGLE_ERRORS,
     PubSubUnavailable,
+    Received,
     connect_subscriber,
     connect_sync_publisher,
 )
 from .pubsub_io import translate_error as translate_pubsub_error
-from .versions import waiting_since
+from .versions import first_publish_time, waiting_since, write_timestamp
 
 __all__ = [
     "SubscriptionSpec",
@@ -423,21 +426,85 @@ def report_lines(report: Mapping[str, object]) -> list[str]:
     return [*(f"{key:<{width}}  {value}" for key, value in report.items()), AUDIT_BLIND_SPOT]
 
 
-def requeue(pubsub: PubSubSettings, subscription: str, topic: str, limit: int) -> tuple[int, int]:
+@dataclass(frozen=True)
+class Version:
+    """Which row a dead letter would write, in which column family, and with which timestamp
+    had it been applied when it was first published (`versions.py`)."""
+
+    order_id: int
+    column: str  # `item` for an order, `payment_id` for a payment: written by every version
+    timestamp: int
+
+
+def version_of(message: Received) -> Version | None:
+    """The version a dead letter holds; None when its data is no valid order or payment, or its
+    claimed first publish time is refused (then nothing can be said: it is requeued)."""
+    try:
+        first, source_id = first_publish_time(message.publish_time, message.attributes, from_dead_letters=True)
+    except InvalidMessage:
+        return None
+    timestamp = write_timestamp(first, source_id or message.message_id)
+    for parse, column in ((parse_order, "item"), (parse_payment, "payment_id")):
+        try:
+            return Version(parse(message.data).order_id, column, timestamp)
+        except InvalidMessage:
+            continue
+    return None
+
+
+class NewerVersions:
+    """Whether a dead letter's row already holds a version at least as new as the dead letter's:
+    requeued, it would be published again with a new publish time and overwrite that newer one."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._select = session.prepare(
+            f"SELECT writetime(item) AS item, writetime(payment_id) AS payment_id FROM {TABLE} WHERE order_id = ?"
+        )
+
+    def holds_newer(self, message: Received) -> bool:
+        version = version_of(message)
+        if version is None:
+            return False
+        try:
+            row = self._session.execute(self._select, (version.order_id,)).one()
+        except Exception as exc:  # any driver error: one line, exit 1, from the caller
+            raise translate_error(exc) from exc
+        written = getattr(row, version.column) if row is not None else None
+        return written is not None and written >= version.timestamp
+
+
+def requeue(
+    pubsub: PubSubSettings,
+    subscription: str,
+    topic: str,
+    limit: int,
+    superseded: Callable[[Received], bool] = lambda message: False,
+) -> tuple[int, int, int]:
     """Publish up to `limit` dead letters back to an input topic, with their original attributes
     (those the dead-lettering added removed), acking each only once it is published: how many
-    were moved, and how many the topic refused (those stay in the dead-letter subscription)."""
+    were moved, how many the topic refused (those stay in the dead-letter subscription), and how
+    many were `superseded` (a newer version of their row is applied: acked, not republished,
+    since the republished copy would get a new publish time and win)."""
     source = connect_subscriber(pubsub, subscription)
     target = connect_sync_publisher(pubsub, topic)
-    moved = 0
+    moved = skipped = 0
     refused: list[str] = []
     try:
         source.ack_deadline()  # both exist: one clear line otherwise
         target.check()
-        while moved < limit:
-            batch = source.pull(min(100, limit - moved), timeout=5)
-            if not batch:
+        while moved + skipped < limit:
+            pulled = source.pull(min(100, limit - moved - skipped), timeout=5)
+            if not pulled:
                 break
+            stale = [m for m in pulled if superseded(m)]
+            for message in stale:
+                log.warning("not requeued: message %s, a newer version of its row is applied", message.message_id)
+            source.ack([m.ack_id for m in stale])
+            skipped += len(stale)
+            batch = [m for m in pulled if m not in stale]
+            if not batch:
+                continue
             refusals = target.publish([(m.data, original_attributes(m.attributes)) for m in batch])
             published = [m.ack_id for m, refusal in zip(batch, refusals, strict=True) if refusal is None]
             source.ack(published)
@@ -454,7 +521,7 @@ def requeue(pubsub: PubSubSettings, subscription: str, topic: str, limit: int) -
         source.nack(refused)
         target.close()
         source.close()
-    return moved, len(refused)
+    return moved, len(refused), skipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -468,7 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     audit_parser.add_argument("--first-id", type=int, default=1)
     audit_parser.add_argument("--last-id", type=int, default=1000)
     requeue_parser = commands.add_parser(
-        "requeue", help="publish dead letters back to an input topic once the cause is fixed (see README)"
+        "requeue",
+        help="publish dead letters back to an input topic once the cause is fixed (see docs/dead-letters.md)",
     )
     requeue_parser.add_argument(
         "subscription", help="dead-letter subscription to take them from, e.g. dlq_orders_data-sub"
@@ -521,11 +589,21 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
     if args.command == "requeue":
         try:
-            moved, refused = requeue(pubsub, args.subscription, args.topic, args.max)
+            cluster, session = connect_session(cassandra, cassandra.keyspace)
+            try:
+                newer = NewerVersions(session)
+                moved, refused, skipped = requeue(pubsub, args.subscription, args.topic, args.max, newer.holds_newer)
+            finally:
+                cluster.shutdown()
+        except TransientStoreError as exc:
+            log.error("Cassandra is not reachable: %s", exc)
+            return 1
         except PipelineError as exc:
             log.error("%s", exc)
             return 1
         print(f"requeued {moved} messages from {args.subscription} to {args.topic}")
+        if skipped:
+            print(f"not requeued {skipped} messages whose row holds a newer version (acked)")
         if refused:
             log.error("%s refused %d messages; they stay in %s", args.topic, refused, args.subscription)
             return 1

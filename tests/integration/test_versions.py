@@ -1,10 +1,11 @@
 """Whole versions: two writes to one row never merge into a row nobody published.
 
 Pub/Sub stamps one publish time per Publish request, so two versions of an order (or two
-payments of one order) published together carry the same time. The documented rule (README,
-Guarantees) names the winner: the later publish time, to the millisecond; on a tie, the greater
-message id modulo 1,000. Each test publishes versions, lets the real consumers write them, and
-checks every row equals, in every column, the version that rule names.
+payments of one order) published together carry the same time. The documented rule
+(docs/guarantees.md, "One version wins, whole") names the winner: the later publish time, to the
+millisecond; on a tie, the greater message id modulo 1,000. Each test publishes versions, lets
+the real consumers write them, and checks every row equals, in every column, the version that
+rule names.
 
 The oracle reads each message's publish time from a witness subscription of its own on the same
 topic, so it does not rely on the pipeline's reading of it.
@@ -13,10 +14,12 @@ topic, so it does not rely on the pipeline's reading of it.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -101,7 +104,7 @@ def publish_together(topics: Topics, topic: str, records: Sequence[dict[str, Any
 
 
 def rule_winner(versions: Sequence[Published], publish_ms: dict[str, int]) -> Published:
-    """README's rule, written here on its own: the later millisecond, then the greater id mod 1000."""
+    """docs/guarantees.md's rule, written on its own: the later millisecond, then the greater id mod 1000."""
     return max(versions, key=lambda v: (publish_ms[v.message_id], int(v.message_id) % 1000))
 
 
@@ -215,3 +218,28 @@ def test_a_consumer_whose_clock_runs_two_minutes_slow_keeps_the_later_version(
     winners = {first_id + i: rule_winner([early[i], late[i]], times) for i in range(PAIRS)}
     assert all(w is late[i] for i, w in enumerate(winners.values())), "the second request must be the later"
     assert_whole(cql, first_id, winners, ORDER_COLUMNS)
+
+
+def test_requeue_never_lets_an_older_dead_lettered_version_overwrite_a_newer_row(
+    run_script, topics: Topics, cql: Session, first_id: int
+) -> None:
+    """A dead-lettered version, requeued, is published again with a new publish time: it must not
+    win over a newer version applied meanwhile. One whose row holds nothing newer is requeued."""
+    stale_id, fresh_id = first_id, first_id + 1
+    older, newer = order_versions(stale_id)
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    reason = {"error": "delivery_attempts_exhausted", "source_publish_time": hour_ago, "source_message_id": "17"}
+    topics.publish(ORDERS_DLQ, json.dumps(older).encode(), reason)
+    topics.publish(ORDERS_DLQ, json.dumps(order(fresh_id)).encode(), {**reason, "source_message_id": "18"})
+    topics.publish_json(ORDERS, [newer])
+    run_to_idle(run_script, topics, ORDERS, ORDERS_DLQ)
+
+    requeued = run_script("-m", "ecom_pipeline.admin", "requeue", topics.sub(ORDERS_DLQ), topics.name(ORDERS))
+    assert requeued.wait(120) == 0, requeued.output()
+    output = requeued.output()
+    assert re.search(r"^requeued 1 messages", output, re.M) and re.search(r"^not requeued 1 messages", output, re.M)
+    run_to_idle(run_script, topics, ORDERS, ORDERS_DLQ)
+    rows = rows_in(cql, first_id, 2)
+    assert {c: getattr(rows[stale_id], c) for c in ORDER_COLUMNS} == {c: newer[c] for c in ORDER_COLUMNS}
+    assert rows[fresh_id].item == "desk lamp"  # the requeued one, applied
+    assert topics.is_empty(ORDERS_DLQ)

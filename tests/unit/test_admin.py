@@ -6,6 +6,7 @@ import logging
 import re
 import socket
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 import google.auth
 import pytest
@@ -16,6 +17,7 @@ from google.auth.exceptions import DefaultCredentialsError
 from ecom_pipeline import admin, cli
 from ecom_pipeline.admin import (
     SCHEMA,
+    Version,
     pipeline_role_statements,
     pipeline_subscriptions,
     replication_factor_from,
@@ -24,12 +26,13 @@ from ecom_pipeline.admin import (
     requeue,
     schema_statements,
     subscription_request,
+    version_of,
 )
 from ecom_pipeline.config import CassandraSettings, PubSubSettings
 from ecom_pipeline.errors import FatalError, FatalStoreError, PipelineError, StoreError, TransientStoreError
 from ecom_pipeline.messages import ORDER_COLUMNS, PAYMENT_COLUMNS
 from ecom_pipeline.pubsub_io import Received
-from tests.unit.conftest import ROOT, received
+from tests.unit.conftest import ROOT, encode, order_dict, payment_dict, received
 
 # The design's table, column by column, in order.
 DESIGN_COLUMNS = {
@@ -297,8 +300,42 @@ def test_requeue_ends_and_leaves_what_the_topic_refuses_in_the_dead_letter_subsc
     source = RedeliveringSource(dead)
     monkeypatch.setattr(admin, "connect_subscriber", lambda *_: source)
     monkeypatch.setattr(admin, "connect_sync_publisher", lambda *_: RefusingTarget())
-    assert requeue(PubSubSettings("p"), "dlq_orders_data-sub", "orders_data", limit=1000) == (2, 1)
+    assert requeue(PubSubSettings("p"), "dlq_orders_data-sub", "orders_data", limit=1000) == (2, 1, 0)
     assert sorted(source.acked) == ["ack-m0", "ack-m2"] and source.nacked == ["ack-m1"]
+
+
+def test_requeue_acks_without_republishing_a_dead_letter_whose_row_holds_a_newer_version(monkeypatch):
+    dead = [received(b"ok", message_id=f"m{i}") for i in range(3)]
+    source = RedeliveringSource(dead)
+    published: list[bytes] = []
+
+    class Target(RefusingTarget):
+        def publish(self, messages: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[str | None]:
+            published.extend(data for data, _ in messages)
+            return [None] * len(messages)
+
+    monkeypatch.setattr(admin, "connect_subscriber", lambda *_: source)
+    monkeypatch.setattr(admin, "connect_sync_publisher", lambda *_: Target())
+    stale = {"m1"}
+    moved = requeue(PubSubSettings("p"), "dlq_orders_data-sub", "orders_data", 1000, lambda m: m.message_id in stale)
+    assert moved == (2, 0, 1)
+    assert len(published) == 2 and sorted(source.acked) == ["ack-m0", "ack-m1", "ack-m2"]
+
+
+def test_the_version_of_a_dead_letter_is_its_row_column_and_first_write_time():
+    first = datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
+    order = received(
+        encode(order_dict(order_id=41)),
+        message_id="9000000000000002",
+        publish_time=first + timedelta(hours=1),
+        attributes={"source_publish_time": first.isoformat(), "source_message_id": "4000000000000007"},
+    )
+    # README's rule, written here: the millisecond in microseconds, plus the id modulo 1,000.
+    expected = (first - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1) * 1000 + 7
+    assert version_of(order) == Version(41, "item", expected)
+    payment = received(encode(payment_dict(order_id=42)), message_id="9000000000000003")
+    assert version_of(payment) is not None and version_of(payment).column == "payment_id"  # type: ignore[union-attr]  # checked just before
+    assert version_of(received(b"not json")) is None
 
 
 def test_an_audit_whose_reads_fail_is_a_store_error(monkeypatch):
