@@ -6,7 +6,7 @@ original event time, and leaves the dead-letter topic. One still without its ord
 at most 10 minutes later): a payment that raced ahead of its order is applied seconds after the
 order. An invalid one is looked at once per 10 minutes and left for a person. When the replay
 stops, everything it deferred is visible in the dead-letter subscription again at once.
-Run it continuously, or on a schedule with `--exit-after-idle` (see README, "Late payments").
+Run it continuously, or on a schedule with `--exit-after-idle` (see docs/replay.md).
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ PUBLISH_FRAMING_BYTES = 16_384
 REPLAY_FIRST_DELAY, REPLAY_GROWTH, REPLAY_MAX_DELAY = 5, 0.4, 600  # see replay_delay
 # A subscription keeps an unacked message 7 days at most (the longest Pub/Sub allows, set on the
 # dead-letter subscriptions by `make setup`); the replay republishes a dead letter waiting
-# longer than RENEW_AFTER, so it never expires unseen (see README, "Late payments").
+# longer than RENEW_AFTER, so it never expires unseen (see docs/replay.md).
 DEAD_LETTER_RETENTION = timedelta(days=7)
 RENEW_AFTER = DEAD_LETTER_RETENTION - timedelta(days=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -35,8 +35,8 @@ def payment_message(payment_id: int, order_id: int, **kwargs: Any) -> Received:
 
 
 def version_time(moment: datetime, message_id: str) -> int:
-    """README's rule for the write time, written apart from the code: the millisecond of the first
-    publish time, in microseconds, plus the decimal message id modulo 1,000."""
+    """docs/guarantees.md's rule for the write time, written apart from the code: the millisecond of
+    the first publish time, in microseconds, plus the decimal message id modulo 1,000."""
     return (moment - EPOCH) // timedelta(milliseconds=1) * 1000 + int(message_id) % 1000
 
 

@@ -1,6 +1,6 @@
 """Which version wins: the write timestamp and the batch's own choice, checked without services.
 
-Expected values are computed here from the README's rule, not with the module's helpers."""
+Expected values are computed here from docs/guarantees.md's rule, not with the module's helpers."""
 
 from __future__ import annotations
 
