@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 STACK_PY := $(PY) stack/localstack.py
 CASSANDRA_JARS := .stack/cassandra/lib/.resolved
 
-# The local stack, unless the caller points elsewhere (see README, "Real Google Cloud").
+# The local stack, unless the caller points elsewhere (see docs/scaling.md, "Real Pub/Sub and a real
+# Cassandra cluster").
 export GOOGLE_CLOUD_PROJECT ?= ecom-local
 export PUBSUB_EMULATOR_HOST ?= 127.0.0.1:8085
 # CASSANDRA_NODES=3: a local three-node cluster, node k on 127.0.0.k (stack/localstack.py).
@@ -17,7 +18,7 @@ export CASSANDRA_HOSTS ?= 127.0.0.1,127.0.0.2,127.0.0.3
 endif
 export CASSANDRA_HOSTS ?= 127.0.0.1
 export CASSANDRA_PORT ?= 9042
-# CASSANDRA_SECURE=1: one node with passwords, roles and client TLS required (README, Security).
+# CASSANDRA_SECURE=1: one node with passwords, roles and client TLS required (docs/security.md).
 # Set-up runs as the administrator and creates the pipeline's role; the scripts use that role.
 export CASSANDRA_SECURE ?= 0
 ifeq ($(CASSANDRA_SECURE),1)
@@ -86,6 +87,7 @@ lint: venv monitoring-check deploy-check
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	git ls-files -z | xargs -0 $(VENV)/bin/detect-secrets-hook
+	$(PY) scripts/check_links.py
 
 # The container image's recipe and the Kubernetes manifests, checked offline (no Docker engine,
 # no cluster): hadolint on the Dockerfile, and kubernetes-validate on every built-in resource in
