@@ -330,7 +330,7 @@ def test_the_version_of_a_dead_letter_is_its_row_column_and_first_write_time():
         publish_time=first + timedelta(hours=1),
         attributes={"source_publish_time": first.isoformat(), "source_message_id": "4000000000000007"},
     )
-    # README's rule, written here: the millisecond in microseconds, plus the id modulo 1,000.
+    # docs/guarantees.md's rule, written here: the millisecond in microseconds, plus the id modulo 1,000.
     expected = (first - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1) * 1000 + 7
     assert version_of(order) == Version(41, "item", expected)
     payment = received(encode(payment_dict(order_id=42)), message_id="9000000000000003")
