@@ -36,7 +36,7 @@ help:
 	@echo "make test     bring the stack up and run every test (unit + integration)"
 	@echo "make test-cluster   the fault tests on a local three-node cluster (make stack-down first)"
 	@echo "make test-secure    the security tests on a node with passwords, roles and TLS (make stack-down first)"
-	@echo "make lint     ruff (lint, format check), mypy, promtool; seconds, no services"
+	@echo "make lint     ruff, mypy, promtool, detect-secrets, hadolint, kubernetes-validate, links; seconds, no services"
 	@echo "make observe  Prometheus on 127.0.0.1:9090 scraping the scripts (monitoring/)"
 	@echo "make stack | stack-down | stack-status | setup | audit | bench | test-unit | clean"
 
