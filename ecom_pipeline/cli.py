@@ -158,6 +158,9 @@ def configure_logging(level: str, tag: str = "", log_format: str = "text") -> No
     logging.getLogger("cassandra").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1}
+
+
 def stop_on_signals(*, worker: bool = False) -> threading.Event:
     """An event set by SIGINT or SIGTERM: the scripts finish what is in flight and exit 0.
 
@@ -193,6 +196,9 @@ def stop_on_signals(*, worker: bool = False) -> threading.Event:
     signal.signal(signal.SIGTERM, _stop)
     if worker:
         signal.signal(signal.SIGUSR1, _force)
+    # A `--workers` worker starts with them blocked (see `_run_workers`): what came meanwhile is
+    # delivered now, to the handlers above.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     return stop
 
 
@@ -432,8 +438,17 @@ def _run_workers(options: ConsumerOptions, pubsub: PubSubSettings, cassandra: Ca
             log.error("%s", exc)
             shutil.rmtree(metrics_dir, ignore_errors=True)
             return 1
-    for worker in workers:
-        worker.start()
+    # A stop that comes while the workers start must neither kill a worker that has no handler
+    # yet (it would exit -15: "did not exit cleanly") nor this process before `_forward` is in
+    # place: the signals stay pending until then. A spawned worker inherits the mask, and
+    # `stop_on_signals` unblocks them once its handlers are installed.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        for worker in workers:
+            worker.start()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        raise
 
     stopping = threading.Event()
 
@@ -456,6 +471,7 @@ def _run_workers(options: ConsumerOptions, pubsub: PubSubSettings, cassandra: Ca
 
     signal.signal(signal.SIGINT, _forward)
     signal.signal(signal.SIGTERM, _forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     parts: list[ConsumerStats] = []
     marked: set[int] = set()
     while any(w.is_alive() for w in workers) or not results.empty():

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import uuid
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from cassandra.cluster import Cluster, NoHostAvailable, Session
@@ -188,6 +189,27 @@ def test_one_signal_to_the_process_group_stops_the_workers_gracefully(
     os.killpg(consumer.process.pid, sig)
     assert consumer.wait(60) == 0, consumer.output()
     assert "forced exit" not in consumer.output()
+
+
+def test_a_stop_while_the_workers_start_is_still_one_clean_stop(run_script, topics: Topics) -> None:
+    """SIGTERM before the workers have installed their handlers (CI saw it: 'worker-2 did not
+    exit cleanly', exit 1): it waits, blocked, until they have, and is then one graceful stop."""
+    args = consumer_args(topics, ORDERS, ORDERS_DLQ, "--workers", 2)
+    consumer = run_script("order_data_consumer.py", *args)
+    wait_for(lambda: len(spawned(consumer.process.pid)) == 2, 30, "two workers spawned", interval=0.005)
+    consumer.stop(signal.SIGTERM)
+    assert consumer.wait(60) == 0, consumer.output()
+    assert "did not exit cleanly" not in consumer.output()
+
+
+def spawned(parent: int) -> list[int]:
+    """The pids of `parent`'s multiprocessing workers (spawned interpreters, not its tracker)."""
+    try:
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        lines = {child: Path(f"/proc/{child}/cmdline").read_bytes() for child in map(int, children)}
+    except OSError:  # a child that has just exited
+        return []
+    return [child for child, cmdline in lines.items() if b"spawn_main" in cmdline]
 
 
 def test_workers_share_a_subscription_and_stop_together_on_sigterm(

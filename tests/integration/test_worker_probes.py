@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 
 from cassandra.cluster import Session
 
 from stack.node import CASSANDRA
 
 from .conftest import Script, Topics, consumer_args, wait_for
-from .test_guarantees import count_rows
+from .test_guarantees import count_rows, spawned
 from .test_metrics import free_port, get
 from .test_pipeline import ORDERS, ORDERS_DLQ, order
 from .test_restarts import paused
@@ -26,14 +25,7 @@ FAST = {"CASSANDRA_REQUEST_TIMEOUT": "1"}
 
 
 def worker_pids(parent: Script) -> list[int]:
-    """The parent's worker processes (multiprocessing's spawn children; not its resource tracker)."""
-    children = Path(f"/proc/{parent.process.pid}/task/{parent.process.pid}/children").read_text().split()
-    pids = []
-    for child in map(int, children):
-        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
-        if "spawn_main" in cmdline:
-            pids.append(child)
-    return pids
+    return spawned(parent.process.pid)
 
 
 def start_workers(run_script, topics: Topics, port: int) -> Script:
