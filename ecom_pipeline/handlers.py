@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from .errors import FatalStoreError, InvalidMessage, StoreError, TransientStoreError
-from .messages import Payment, order_values, parse_order, parse_payment, payment_values
+from .messages import Order, Payment, order_values, parse_order, parse_payment, payment_values
 from .policy import (
     APPLIED,
     RENEW_AFTER,
@@ -137,9 +137,20 @@ class _Parser:
         return parsed
 
 
-def _newest(parsed: Sequence[tuple[int, R, int, str]], key: Callable[[R], int]) -> list[int]:
-    """For each parsed message, the index (in `parsed`) of the version of its row to write."""
-    return newest_per_key([key(r) for _, r, _, _ in parsed], [t for *_, t, _ in parsed], [v for *_, v in parsed])
+def _write_newest(
+    parsed: Sequence[tuple[int, R, int, str]],
+    key: Callable[[R], int],
+    write: Callable[[list[tuple[R, int]]], list[StoreError | None]],
+    outcomes: _Outcomes,
+) -> None:
+    """Write only the newest version of each row (`versions.newest_per_key`), as (record, write
+    timestamp); every version of a row gets the outcome of the one written."""
+    chosen = newest_per_key([key(r) for _, r, _, _ in parsed], [t for *_, t, _ in parsed], [v for *_, v in parsed])
+    written = sorted(set(chosen))
+    errors = write([(parsed[i][1], parsed[i][2]) for i in written])
+    results = {i: _outcome(error) for i, error in zip(written, errors, strict=True)}
+    for (position, *_), winner in zip(parsed, chosen, strict=True):
+        outcomes[position] = results[winner]
 
 
 class OrderHandler:
@@ -153,13 +164,11 @@ class OrderHandler:
     def handle(self, batch: Sequence[Received]) -> list[Outcome]:
         outcomes = _Outcomes(len(batch))
         orders = self._parser.parse(batch, parse_order, outcomes)
-        chosen = _newest(orders, lambda order: order.order_id)
-        written = sorted(set(chosen))
-        errors = self._store.insert_orders([(order_values(orders[i][1]), orders[i][2]) for i in written])
-        results = {i: _outcome(error) for i, error in zip(written, errors, strict=True)}
-        for (position, *_), winner in zip(orders, chosen, strict=True):
-            outcomes[position] = results[winner]
+        _write_newest(orders, lambda order: order.order_id, self._insert, outcomes)
         return outcomes.in_order()
+
+    def _insert(self, orders: list[tuple[Order, int]]) -> list[StoreError | None]:
+        return self._store.insert_orders([(order_values(order), timestamp) for order, timestamp in orders])
 
 
 class PaymentHandler:
@@ -194,12 +203,10 @@ class PaymentHandler:
                 applicable.append(parsed)
             else:
                 outcomes[position] = DeadLetter(ORDER_NOT_FOUND, f"order_id {order_id} does not exist")
-        chosen = _newest(applicable, lambda payment: payment.order_id)
-        written = sorted(set(chosen))
-        updates = [(applicable[i][1].order_id, payment_values(applicable[i][1]), applicable[i][2]) for i in written]
-        results = {i: _outcome(error) for i, error in zip(written, self._store.update_payments(updates), strict=True)}
-        for (position, *_), winner in zip(applicable, chosen, strict=True):
-            outcomes[position] = results[winner]
+        _write_newest(applicable, lambda payment: payment.order_id, self._update, outcomes)
+
+    def _update(self, payments: list[tuple[Payment, int]]) -> list[StoreError | None]:
+        return self._store.update_payments([(p.order_id, payment_values(p), timestamp) for p, timestamp in payments])
 
 
 class ReplayHandler:

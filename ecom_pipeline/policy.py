@@ -29,6 +29,7 @@ __all__ = [
     "Fail",
     "Outcome",
     "Retry",
+    "as_utc",
     "claimed_first_publish_time",
     "dead_letter_attributes",
     "original_attributes",
@@ -50,7 +51,6 @@ REPLAY_FIRST_DELAY, REPLAY_GROWTH, REPLAY_MAX_DELAY = 5, 0.4, 600  # see replay_
 # longer than RENEW_AFTER, so it never expires unseen (see docs/replay.md).
 DEAD_LETTER_RETENTION = timedelta(days=7)
 RENEW_AFTER = DEAD_LETTER_RETENTION - timedelta(days=1)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SOURCE_PUBLISH_TIME = "source_publish_time"  # recorded by this project when it dead-letters
 POLICY_PUBLISH_TIME = "CloudPubSubDeadLetterSourceTopicPublishTime"  # set by Pub/Sub's policy
 POLICY_SOURCE_SUBSCRIPTION = "CloudPubSubDeadLetterSourceSubscription"
@@ -148,13 +148,13 @@ def dead_letter_attributes(
         attributes.update(
             source_subscription=subscription,
             source_message_id=message_id,
-            source_publish_time=_utc(publish_time).isoformat(timespec="microseconds"),
+            source_publish_time=as_utc(publish_time).isoformat(timespec="microseconds"),
         )
         return _within_limit(attributes)
     # A message moved here by a subscription's dead-letter policy names its source already.
     attributes.setdefault("source_subscription", original.get(POLICY_SOURCE_SUBSCRIPTION, subscription))
     attributes.setdefault("source_message_id", message_id)
-    published = _utc(publish_time)
+    published = as_utc(publish_time)
     first_published = min(claimed_first_publish_time(original) or published, published)
     attributes[SOURCE_PUBLISH_TIME] = first_published.isoformat(timespec="microseconds")
     return _within_limit(attributes)
@@ -225,7 +225,8 @@ def original_attributes(dead_letter: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def _utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
+    """The same moment in UTC; a naive one is taken as UTC."""
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
@@ -235,7 +236,7 @@ def claimed_first_publish_time(attributes: Mapping[str, str]) -> datetime | None
     neither parses."""
     for name in (POLICY_PUBLISH_TIME, SOURCE_PUBLISH_TIME):
         try:
-            return _utc(datetime.fromisoformat(attributes.get(name, "")))
+            return as_utc(datetime.fromisoformat(attributes.get(name, "")))
         except (ValueError, OverflowError):  # OverflowError: valid ISO-8601, but no year in UTC
             continue  # a mangled attribute must not block the write
     return None

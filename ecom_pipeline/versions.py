@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from .errors import InvalidMessage
-from .policy import claimed_first_publish_time
+from .policy import as_utc, claimed_first_publish_time
 
 __all__ = [
     "CLAIM_HORIZON",
@@ -49,10 +49,6 @@ SOURCE_MESSAGE_ID = "source_message_id"  # set by this project when it dead-lett
 K = TypeVar("K")
 
 
-def _utc(moment: datetime) -> datetime:
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-
-
 def tie_break(message_id: str) -> int:
     """0-999 from a message id: its value modulo 1,000 for a decimal id (Pub/Sub's), else a CRC."""
     if message_id.isascii() and message_id.isdigit():
@@ -63,7 +59,7 @@ def tie_break(message_id: str) -> int:
 def write_timestamp(first_published: datetime, message_id: str) -> int:
     """The version's `USING TIMESTAMP`: its first publish time's millisecond, in microseconds,
     plus its tie-break."""
-    milliseconds = (_utc(first_published) - EPOCH) // timedelta(milliseconds=1)
+    milliseconds = (as_utc(first_published) - EPOCH) // timedelta(milliseconds=1)
     return milliseconds * TIE_BREAKS + tie_break(message_id)
 
 
@@ -78,7 +74,7 @@ def first_publish_time(
     states; `InvalidMessage` for a claim outside them. Attributes on an input topic are whatever
     the publisher chose, and are never read.
     """
-    published = _utc(publish_time)
+    published = as_utc(publish_time)
     if not from_dead_letters:
         return published, None
     claimed = claimed_first_publish_time(attributes)
@@ -99,7 +95,7 @@ def waiting_since(publish_time: datetime, attributes: Mapping[str, str]) -> date
     try:
         return first_publish_time(publish_time, attributes, from_dead_letters=True)[0]
     except InvalidMessage:
-        return _utc(publish_time)
+        return as_utc(publish_time)
 
 
 def newest_per_key(keys: Sequence[K], timestamps: Sequence[int], message_ids: Sequence[str]) -> list[int]:
