@@ -156,18 +156,13 @@ class Settler:
     def give_up(self, messages: Sequence[Received], why: str) -> None:
         """What could not be settled before a stop: handed back, but for the messages at their
         last chance, which are dead-lettered here (a hand-back would let the policy move them)."""
-        dead = self._at_last_chance(messages, why)
-        if dead:
-            try:
-                published, _, _ = self._publish_dead_letters(dead)
-            except FatalError as exc:
-                log.error("could not dead-letter %d messages at their last attempts: %s", len(dead), exc)
-                published = []
-            self._ack([], published)
-            settled = {message.ack_id for message, _ in published}
-            messages = [m for m in messages if m.ack_id not in settled]
-        if messages:
-            self.hand_back(messages)
+        try:
+            rest = self._dead_letter_last_chances([(message, why) for message in messages])
+        except FatalError as exc:
+            log.error("could not dead-letter the messages at their last attempts: %s", exc)
+            rest = list(messages)
+        if rest:
+            self.hand_back(rest)
 
     def defer(self, messages: list[Received], seconds: int) -> None:
         ack_ids = [m.ack_id for m in messages]
@@ -181,16 +176,7 @@ class Settler:
         at their last chance are dead-lettered here instead, with the failure as their reason."""
         if not failed:
             return
-        dead: list[tuple[Received, DeadLetter]] = []
-        if dead_letter_last_chance:
-            for message, why in failed:
-                dead += self._at_last_chance([message], why)
-        published: list[tuple[Received, DeadLetter]] = []
-        if dead:
-            published, _, _ = self._publish_dead_letters(dead)
-            self._ack([], published)
-        settled = {message.ack_id for message, _ in published}
-        rest = [message for message, _ in failed if message.ack_id not in settled]
+        rest = self._dead_letter_last_chances(failed) if dead_letter_last_chance else [m for m, _ in failed]
         if rest:
             self.hand_back(rest)
             self._telemetry.counted("nacked", len(rest))
@@ -233,15 +219,19 @@ class Settler:
                 refused.append((message, refusal))
         return published, refused, unpublished
 
-    def _at_last_chance(self, messages: Sequence[Received], why: str) -> list[tuple[Received, DeadLetter]]:
+    def _dead_letter_last_chances(self, failed: Sequence[tuple[Received, str]]) -> list[Received]:
+        """Dead-letter (and ack) the messages at their last chance, each with its failure as the
+        reason; the others, and any whose dead letter did not go out, are returned."""
         limit = self._last_chance
-        if limit is None:
-            return []
-        return [
+        dead = [
             (m, DeadLetter(ATTEMPTS_EXHAUSTED, f"delivery attempt {m.delivery_attempt} of {self._max_attempts}: {why}"))
-            for m in messages
-            if m.delivery_attempt >= limit
+            for m, why in failed
+            if limit is not None and m.delivery_attempt >= limit
         ]
+        published, _, _ = self._publish_dead_letters(dead)
+        self._ack([], published)
+        settled = {message.ack_id for message, _ in published}
+        return [message for message, _ in failed if message.ack_id not in settled]
 
     def _ack(self, applied: list[Received], dead_lettered: list[tuple[Received, DeadLetter]]) -> None:
         ack_ids = [m.ack_id for m in applied] + [m.ack_id for m, _ in dead_lettered]
