@@ -61,6 +61,11 @@ class LeaseKeeper:
         with self._changed:
             return set(self._held)
 
+    def count(self) -> int:
+        """How many messages are held (no copy: it is read at every round of every worker)."""
+        with self._changed:
+            return len(self._held)
+
     def stop(self) -> None:
         self._stopped.set()
         if self._thread.is_alive():

@@ -149,7 +149,7 @@ class Consumer:
         self._draining.set()
         prefetcher.close()
         grace = self._settings.stop_grace
-        held = len(self._leases.held())
+        held = self._leases.count()
         if not self._halt.is_set() and held:
             log.info("stopping: settling %d held messages within %.0f s", held, grace)
         deadline = time.monotonic() + grace
@@ -295,4 +295,4 @@ class Consumer:
         self._telemetry.alive(oldest)
         count, published = self._deferrals.state()
         age = (datetime.now(UTC) - published).total_seconds() if published is not None else 0.0
-        self._telemetry.holding(len(self._leases.held()), count, max(0.0, age))
+        self._telemetry.holding(self._leases.count(), count, max(0.0, age))
