@@ -5,8 +5,6 @@ this process, with certificates made for the test run (no Cassandra, no file kep
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import socket
 import ssl
 import threading
@@ -15,14 +13,13 @@ from pathlib import Path
 
 import pytest
 from cassandra.cluster import NoHostAvailable
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ecom_pipeline import cassandra_io
 from ecom_pipeline.config import CassandraSettings, TlsSettings
 from ecom_pipeline.errors import FatalStoreError, TransientStoreError
+from tests.unit.pki import certificate
 
 
 def verify_failed(reason: str, address: str = "127.0.0.1") -> PermissionError:
@@ -91,43 +88,19 @@ def test_other_permission_errors_are_not_certificate_failures():
 # --- the real driver against a TLS listener ------------------------------------------------------
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _certificate(
-    subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey, address: str = ""
-) -> bytes:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=not address, path_length=None), critical=True)
-    )
-    if address:
-        san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))])
-        builder = builder.add_extension(san, critical=False)
-    return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-
 def _tls_listener(directory: Path, node_address: str) -> Iterator[int]:
     """A TLS server on 127.0.0.1 presenting a certificate for `node_address` signed by
     `directory`/ca.pem; it completes handshakes and nothing more. Yields its port."""
     ca_key, node_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    (directory / "ca.pem").write_bytes(_certificate("test-ca", ca_key, "test-ca", ca_key))
-    (directory / "node.pem").write_bytes(_certificate("node", node_key, "test-ca", ca_key, node_address))
+    (directory / "ca.pem").write_bytes(certificate("test-ca", ca_key, "test-ca", ca_key))
+    (directory / "node.pem").write_bytes(certificate("node", node_key, "test-ca", ca_key, node_address))
     (directory / "node.key").write_bytes(
         node_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
     foreign_key = ec.generate_private_key(ec.SECP256R1())
-    (directory / "foreign-ca.pem").write_bytes(_certificate("foreign-ca", foreign_key, "foreign-ca", foreign_key))
+    (directory / "foreign-ca.pem").write_bytes(certificate("foreign-ca", foreign_key, "foreign-ca", foreign_key))
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(directory / "node.pem", directory / "node.key")
     listener = socket.create_server(("127.0.0.1", 0))

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import re
 import ssl
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ecom_pipeline.config import (
     ORDERS_DLQ_TOPIC,
@@ -25,6 +22,7 @@ from ecom_pipeline.config import (
     optional_integer,
     subscription_for,
 )
+from tests.unit.pki import certificate
 
 PASSWORD = "s3cr3t-Pa55w0rd-7f2c"  # pragma: allowlist secret  (a made-up password the tests look for)
 
@@ -247,25 +245,6 @@ def test_without_a_ca_certificate_the_connection_is_plaintext():
     assert CassandraSettings.from_env({}).tls is None
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey):
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=subject == issuer, path_length=None), critical=True)
-    )
-    return builder.sign(signer, hashes.SHA256())
-
-
 def _key_pem(key: ec.EllipticCurvePrivateKey, encryption: serialization.KeySerializationEncryption) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
@@ -277,9 +256,9 @@ def pki(tmp_path_factory) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("pki")
     ca_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     files = {
-        "ca.pem": _certificate("test-ca", ca_key, "test-ca", ca_key).public_bytes(serialization.Encoding.PEM),
+        "ca.pem": certificate("test-ca", ca_key, "test-ca", ca_key),
         "ca.key": _key_pem(ca_key, serialization.NoEncryption()),
-        "client.pem": _certificate("client", client_key, "test-ca", ca_key).public_bytes(serialization.Encoding.PEM),
+        "client.pem": certificate("client", client_key, "test-ca", ca_key),
         "client.key": _key_pem(client_key, serialization.NoEncryption()),
         "encrypted.key": _key_pem(client_key, serialization.BestAvailableEncryption(b"pass phrase")),
         "passwd": b"root:x:0:0:root:/root:/bin/bash\n",
@@ -339,7 +318,7 @@ def test_a_tls_file_openssl_refuses_names_its_variable_when_the_settings_are_rea
     assert "\n" not in str(error.value)
 
 
-def test_the_tls_context_trusts_only_the_given_ca_and_presents_the_client_certificate(pki):
+def test_the_tls_context_trusts_only_the_given_ca_and_presents_the_clientcertificate(pki):
     tls = TlsSettings(pki["ca.pem"], pki["client.pem"], pki["client.key"])
     context = tls.ssl_context()
     assert context.verify_mode == ssl.CERT_REQUIRED
