@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import ssl
+import threading
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -61,16 +62,18 @@ INSERT_ORDER = (
 )
 CONCURRENCY = 512  # single statements in flight per call (reads; rows of a refused batch)
 # Writes go in UNLOGGED batches of rows that share their replicas (as cqlsh COPY and DSBulk do):
-# fewer requests per row leave more of the CPU to the node. A call's rows are spread over about
-# SPREAD_BATCHES batches (1,000 rows: 20 a batch), at most MAX_BATCH_ROWS each, BATCH_CONCURRENCY
-# in flight, and a light load writes row by row. One call alone kept the node busiest with small
-# batches (1,000 rows, rows per batch / in flight: 1/512: 7,000-7,500 rows/s; 5/256: 8,700-9,100;
-# 20/64: 5,300), but the consumers overlap their calls (`--batches-in-flight`), which keeps the
-# node busy, and there full batches cost the node less CPU per row. Measured here, order consumer
-# with 3 calls in flight, 50,000 orders: 5 rows a batch 6,300-8,200 msg/s (node 1.2-1.6
-# CPU-seconds per 10,000 rows), 20 rows a batch 8,600-9,600 msg/s (1.0-1.1). Small calls (a
-# light load) keep small batches, for latency: at a steady 2,000 orders/s, end-to-end p50/p99
-# were 70/126-177 ms spread over 50 batches, 150/202-408 ms in full batches of 20.
+# fewer requests per row leave more of the CPU to the node. How many rows a batch holds adapts to
+# the rows waiting, as a Kafka producer's batches fill under load and leave early when it is
+# light: every row handed to the store and not yet written (this call's, and those of the calls
+# other threads have in flight) is spread over about SPREAD_BATCHES batches, at most
+# MAX_BATCH_ROWS rows and MAX_BATCH_BYTES each. A drain (several 500-row calls in flight) so
+# writes full batches; a light stream (one call of a few dozen rows at a time) writes small ones
+# for latency. Measured here before the rule counted other calls' rows, when each call was sized
+# alone (the consumer's calls hold 240-530 rows: 5-10 rows a batch): full batches cost the node
+# less CPU per row (order consumer with 3 calls in flight, 50,000 orders: 5 rows a batch
+# 6,300-8,200 msg/s, node 1.2-1.6 CPU-seconds per 10,000 rows; 20 rows a batch 8,600-9,600
+# msg/s, 1.0-1.1), while at a steady 2,000 orders/s full batches of 20 raised the end-to-end
+# p50/p99 from 70/126-177 ms (spread over 50 batches) to 150/202-408 ms.
 SPREAD_BATCHES = 50
 MAX_BATCH_ROWS = 20
 MAX_BATCH_BYTES = 4608  # estimated; 512 bytes under Cassandra's batch_size_warn_threshold (5 KiB)
@@ -228,9 +231,10 @@ def estimated_size(values: Sequence[object]) -> int:
     )
 
 
-def rows_per_batch(rows: int) -> int:
-    """How many rows a batch of this call holds: enough batches to keep the node busy."""
-    return max(1, min(MAX_BATCH_ROWS, -(-rows // SPREAD_BATCHES)))
+def rows_per_batch(waiting: int) -> int:
+    """How many rows a batch holds when `waiting` rows are being written: about SPREAD_BATCHES
+    batches' worth, so a light stream writes small batches and a backlog full ones."""
+    return max(1, min(MAX_BATCH_ROWS, -(-waiting // SPREAD_BATCHES)))
 
 
 def plan_batches(keys: Sequence[Hashable], sizes: Sequence[int], *, max_rows: int, max_bytes: int) -> list[list[int]]:
@@ -303,6 +307,8 @@ class FactStore:
         self._cluster = cluster
         self._session = session
         self._statements = statements
+        self._writing = 0  # rows handed to _run and not yet written, over every thread's calls
+        self._writing_lock = threading.Lock()
 
     @property
     def session(self) -> Session:
@@ -358,18 +364,25 @@ class FactStore:
         if not parameters:
             return []
         bound = [statement.bind(row) for row in parameters]
-        batches = plan_batches(
-            [self._replicas(b.routing_key) for b in bound],
-            [estimated_size(row) for row in parameters],
-            max_rows=rows_per_batch(len(bound)),
-            max_bytes=MAX_BATCH_BYTES,
-        )
-        results = execute_concurrent(
-            self._session,
-            [(self._batch([bound[p] for p in positions]), None) for positions in batches],
-            concurrency=BATCH_CONCURRENCY,
-            raise_on_first_error=False,
-        )
+        with self._writing_lock:
+            self._writing += len(bound)
+            waiting = self._writing
+        try:
+            batches = plan_batches(
+                [self._replicas(b.routing_key) for b in bound],
+                [estimated_size(row) for row in parameters],
+                max_rows=rows_per_batch(waiting),
+                max_bytes=MAX_BATCH_BYTES,
+            )
+            results = execute_concurrent(
+                self._session,
+                [(self._batch([bound[p] for p in positions]), None) for positions in batches],
+                concurrency=BATCH_CONCURRENCY,
+                raise_on_first_error=False,
+            )
+        finally:
+            with self._writing_lock:
+                self._writing -= len(bound)
         errors, one_by_one = row_errors(
             batches, [None if ok else translate_error(result) for ok, result in results], len(bound)
         )

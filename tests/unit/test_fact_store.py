@@ -102,11 +102,13 @@ class Done:
     has_more_pages = False
     _col_names = _col_types = None  # what the driver's ResultSet reads from its future
 
-    def __init__(self, run_on: ThreadPoolExecutor, outcome: object) -> None:
-        self._run_on, self._outcome = run_on, outcome
+    def __init__(self, run_on: ThreadPoolExecutor, outcome: object, gate: threading.Event | None = None) -> None:
+        self._run_on, self._outcome, self._gate = run_on, outcome, gate
 
     def add_callbacks(self, callback, errback, callback_args=(), errback_args=()) -> None:
         def complete() -> None:
+            if self._gate is not None:
+                assert self._gate.wait(timeout=30), "the test never opened the gate"
             if isinstance(self._outcome, BaseException):
                 errback(self._outcome, *errback_args)
                 return
@@ -125,12 +127,14 @@ class Done:
 class FakeCassandra:
     """The session and the cluster's replica map. `refused`: order ids whose writes Cassandra
     refuses (a batch holding one is refused whole); `failing`: replica sets whose every request
-    fails with that error; `existing`: the orders an existence read finds."""
+    fails with that error; `existing`: the orders an existence read finds; `gate`, when given:
+    no request is answered until it is set."""
 
     refused: dict[int, Exception] = field(default_factory=dict)
     failing: dict[tuple[str, ...], Exception] = field(default_factory=dict)
     existing: set[int] = field(default_factory=set)
     requests: list[Request] = field(default_factory=list)
+    gate: threading.Event | None = None
     keyspace: str = KEYSPACE
 
     def __post_init__(self) -> None:
@@ -158,7 +162,7 @@ class FakeCassandra:
         else:
             refusals = [self.refused[i] for i in request.order_ids() if i in self.refused]
             outcome = refusals[0] if refusals else []
-        return Done(self._callbacks, outcome)
+        return Done(self._callbacks, outcome, self.gate)
 
     def written(self, kind: str | None = None) -> list[Request]:
         return [r for r in self.requests if r.kind != "read" and (kind is None or r.kind == kind)]
@@ -253,6 +257,30 @@ def test_a_thousand_orders_on_one_replica_set_go_seventeen_to_a_batch_under_the_
 def test_a_light_load_is_written_row_by_row(cassandra):
     rows = [order_row(order_id) for order_id in range(1, 41)]
     assert store_on(cassandra).insert_orders(rows) == [None] * 40
+    assert [request.kind for request in cassandra.written()] == ["single"] * 40
+
+
+def test_rows_other_calls_are_writing_count_as_waiting_so_a_backlog_fills_its_batches(cassandra):
+    # A consumer with a backlog has several calls in flight at once: a small call then writes
+    # full batches (a 300-row call alone would be spread six to a batch), and once they are
+    # done a light load goes row by row again.
+    store = store_on(cassandra)
+    cassandra.gate = threading.Event()
+    in_flight = [payment_row(3 * k) for k in range(1, 701)]  # one replica set, 200-byte rows
+    with ThreadPoolExecutor(max_workers=2) as calls:
+        first = calls.submit(store.update_payments, in_flight)
+        while not cassandra.requests:  # the first call is writing, and nothing is answered yet
+            assert not first.done()
+            threading.Event().wait(0.01)
+        second = calls.submit(store.update_payments, [payment_row(3 * k) for k in range(701, 1_001)])
+        while len({r.order_ids()[0] for r in cassandra.written()} & {3 * k for k in range(701, 1_001)}) == 0:
+            threading.Event().wait(0.01)
+        cassandra.gate.set()
+        assert first.result(timeout=30) == [None] * 700 and second.result(timeout=30) == [None] * 300
+    later_ids = {3 * k for k in range(701, 1_001)}
+    assert [len(r.rows) for r in cassandra.written() if set(r.order_ids()) <= later_ids] == [20] * 15
+    cassandra.requests.clear()
+    assert store.insert_orders([order_row(order_id) for order_id in range(1, 41)]) == [None] * 40
     assert [request.kind for request in cassandra.written()] == ["single"] * 40
 
 
