@@ -310,7 +310,7 @@ def test_everything_the_scripts_import_comes_with_requirements_txt():
 def test_the_scripts_and_every_module_they_import_are_copied_into_the_working_directory():
     placed = image_files()
     needed = what_the_scripts_run()
-    assert set(SCRIPTS) <= needed and "ecom_pipeline/cli.py" in needed  # the scan found something
+    assert set(SCRIPTS) <= needed and "ecom_pipeline/cli/__init__.py" in needed  # the scan found something
     assert "ecom_pipeline/consumer/__init__.py" in needed  # and follows sub-packages
     missing = sorted(n for n in needed if str(workdir() / n) not in placed)
     assert missing == []

@@ -1,0 +1,84 @@
+"""Stop signals: SIGINT and SIGTERM as a clean stop, a second Ctrl-C as a forced exit, and a
+`--workers` parent passing them on to its workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Sequence
+from multiprocessing.process import BaseProcess
+
+__all__ = ["FORCED_EXIT", "STOP_SIGNALS", "pass_on_to", "stop_on_signals"]
+
+log = logging.getLogger(__package__)  # "ecom_pipeline.cli": the scripts' own lines, one name
+FORCED_EXIT = 130  # the shell's status for "ended by SIGINT"
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1}
+
+
+def stop_on_signals(*, worker: bool = False) -> threading.Event:
+    """An event set by SIGINT or SIGTERM: the scripts finish what is in flight and exit 0.
+
+    SIGTERM is one stop however many copies of it arrive (`kill -TERM -PGID` and systemd's
+    KillMode=control-group reach a `--workers` worker directly and again through its parent).
+    A second SIGINT (Ctrl-C) forces the exit, once: KeyboardInterrupt, the consumer stops waiting,
+    hands every message it holds back to Pub/Sub, and exits with FORCED_EXIT; later signals are
+    ignored, so the hand-backs run to their end.
+
+    A `--workers` worker ignores SIGINT (a terminal's Ctrl-C reaches the whole process group) and
+    is forced by the SIGUSR1 its parent sends on a second Ctrl-C.
+    """
+    stop = threading.Event()
+    forced = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if not stop.is_set():
+            stop.set()  # set before logging: a second signal can interrupt this handler's own logging
+            log.info("%s received, stopping (Ctrl-C again to force)", name)
+        elif signum != signal.SIGTERM:
+            _force(signum, _frame)
+
+    def _force(signum: int, _frame: object) -> None:
+        stop.set()
+        if forced.is_set():
+            return
+        forced.set()
+        log.warning("%s received again: forced exit, handing back what is held", signal.Signals(signum).name)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN if worker else _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    if worker:
+        signal.signal(signal.SIGUSR1, _force)
+    # A `--workers` worker starts with them blocked (see `workers.run_workers`): what came
+    # meanwhile is delivered now, to the handlers above.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    return stop
+
+
+def pass_on_to(workers: Sequence[BaseProcess]) -> None:
+    """The `--workers` parent's handlers for SIGINT and SIGTERM: each passes the stop on to every
+    worker still running."""
+    stopping = threading.Event()
+
+    def _forward(signum: int, _frame: object) -> None:
+        """The first signal stops the workers (SIGTERM); a second Ctrl-C forces them (SIGUSR1);
+        another SIGTERM is the same stop (see stop_on_signals)."""
+        if stopping.is_set() and signum == signal.SIGTERM:
+            return
+        passed_on = signal.SIGUSR1 if stopping.is_set() else signal.SIGTERM
+        stopping.set()
+        log.info(
+            "%s received, %s %d workers",
+            signal.Signals(signum).name,
+            "forcing" if passed_on == signal.SIGUSR1 else "stopping",
+            len(workers),
+        )
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                os.kill(worker.pid, passed_on)
+
+    signal.signal(signal.SIGINT, _forward)
+    signal.signal(signal.SIGTERM, _forward)
