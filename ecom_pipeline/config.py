@@ -14,6 +14,7 @@ from typing import TypeVar
 from pydantic import SecretStr
 
 __all__ = [
+    "LONGEST_LEASE",
     "MAX_DELIVERY_ATTEMPTS",
     "ORDERS_DLQ_TOPIC",
     "ORDERS_TOPIC",
@@ -38,6 +39,7 @@ PAYMENTS_DLQ_TOPIC = "dlq_payments_data"
 # pushed valid messages into the DLQ raw (issue 21). The consumer dead-letters a message itself,
 # with its reason, as its delivery attempt nears this limit; the policy is only the backstop.
 MAX_DELIVERY_ATTEMPTS = 100
+LONGEST_LEASE = 600  # seconds: the longest ack deadline Pub/Sub grants
 
 log = logging.getLogger(__name__)
 _KEYSPACE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")  # fullmatch: `$` would let a trailing newline in

@@ -18,12 +18,16 @@ from ecom_pipeline import admin, cli
 from ecom_pipeline.admin import (
     SCHEMA,
     Version,
+    accounting,
+    cassandra_setup,
+    command,
     pipeline_role_statements,
     pipeline_subscriptions,
     replication_factor_from,
     replication_statement,
     report_lines,
     requeue,
+    requeuing,
     schema_statements,
     subscription_request,
     version_of,
@@ -298,8 +302,8 @@ class RefusingTarget:
 def test_requeue_ends_and_leaves_what_the_topic_refuses_in_the_dead_letter_subscription(monkeypatch):
     dead = [received(data, message_id=f"m{i}") for i, data in enumerate([b"ok", b"refused", b"ok"])]
     source = RedeliveringSource(dead)
-    monkeypatch.setattr(admin, "connect_subscriber", lambda *_: source)
-    monkeypatch.setattr(admin, "connect_sync_publisher", lambda *_: RefusingTarget())
+    monkeypatch.setattr(requeuing, "connect_subscriber", lambda *_: source)
+    monkeypatch.setattr(requeuing, "connect_sync_publisher", lambda *_: RefusingTarget())
     assert requeue(PubSubSettings("p"), "dlq_orders_data-sub", "orders_data", limit=1000) == (2, 1, 0)
     assert sorted(source.acked) == ["ack-m0", "ack-m2"] and source.nacked == ["ack-m1"]
 
@@ -314,8 +318,8 @@ def test_requeue_acks_without_republishing_a_dead_letter_whose_row_holds_a_newer
             published.extend(data for data, _ in messages)
             return [None] * len(messages)
 
-    monkeypatch.setattr(admin, "connect_subscriber", lambda *_: source)
-    monkeypatch.setattr(admin, "connect_sync_publisher", lambda *_: Target())
+    monkeypatch.setattr(requeuing, "connect_subscriber", lambda *_: source)
+    monkeypatch.setattr(requeuing, "connect_sync_publisher", lambda *_: Target())
     stale = {"m1"}
     moved = requeue(PubSubSettings("p"), "dlq_orders_data-sub", "orders_data", 1000, lambda m: m.message_id in stale)
     assert moved == (2, 0, 1)
@@ -348,8 +352,8 @@ def test_an_audit_whose_reads_fail_is_a_store_error(monkeypatch):
     def timing_out(*_: object, **__: object) -> None:
         raise ReadTimeout("Operation timed out", consistency=1, required_responses=1, received_responses=0)
 
-    monkeypatch.setattr(admin, "connect", lambda *_: Store())
-    monkeypatch.setattr(admin, "execute_concurrent_with_args", timing_out)
+    monkeypatch.setattr(accounting, "connect", lambda *_: Store())
+    monkeypatch.setattr(accounting, "execute_concurrent_with_args", timing_out)
     with pytest.raises(TransientStoreError, match="ReadTimeout"):
         admin.audit(PubSubSettings("p"), CassandraSettings(), 1, 10)
 
@@ -429,7 +433,7 @@ UNAUTHORIZED = Unauthorized(
     ("error", "kind"), [(UNAUTHORIZED, FatalStoreError), (OperationTimedOut("errors={}", None), TransientStoreError)]
 )
 def test_a_statement_cassandra_refuses_during_setup_is_the_pipelines_error(monkeypatch, error, kind):
-    monkeypatch.setattr(admin, "connect_session", lambda *_, **__: (Cluster(), RefusingSession(error)))
+    monkeypatch.setattr(cassandra_setup, "connect_session", lambda *_, **__: (Cluster(), RefusingSession(error)))
     with pytest.raises(kind):
         admin.apply_schema(CassandraSettings(), SCHEMA.read_text())
     with pytest.raises(kind):
@@ -446,10 +450,10 @@ def run_setup(monkeypatch, caplog, *, pubsub_error: Exception | None = None, cql
 
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "p")
     monkeypatch.setattr(cli, "configure_logging", lambda *_, **__: None)
-    monkeypatch.setattr(admin, "ensure_topics", topics)
-    monkeypatch.setattr(admin, "ensure_subscriptions", lambda *_, **__: None)
+    monkeypatch.setattr(command, "ensure_topics", topics)
+    monkeypatch.setattr(command, "ensure_subscriptions", lambda *_, **__: None)
     session = RecordingSession() if cql_error is None else RefusingSession(cql_error)
-    monkeypatch.setattr(admin, "connect_session", lambda *_, **__: (Cluster(), session))
+    monkeypatch.setattr(cassandra_setup, "connect_session", lambda *_, **__: (Cluster(), session))
     with caplog.at_level(logging.ERROR):
         status = admin.main(["setup", "--wait", "0"])
     return status, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -477,7 +481,7 @@ def test_setup_without_pub_sub_is_one_line_and_exit_1(monkeypatch, caplog):
 def test_the_role_statements_go_out_as_they_are_with_no_parameters(monkeypatch):
     """No parameters: the driver would %-format the text, and a '%' in the password would break it."""
     session = RecordingSession()
-    monkeypatch.setattr(admin, "connect_session", lambda *_, **__: (Cluster(), session))
+    monkeypatch.setattr(cassandra_setup, "connect_session", lambda *_, **__: (Cluster(), session))
     admin.create_pipeline_role(CassandraSettings(), "ecom_pipeline", "100%s")
     assert session.executed == [(s,) for s in pipeline_role_statements("ecom_store", "ecom_pipeline", "100%s")]
 
@@ -485,7 +489,7 @@ def test_the_role_statements_go_out_as_they_are_with_no_parameters(monkeypatch):
 def test_a_syntax_error_of_the_create_role_statement_does_not_show_its_text(monkeypatch):
     """Cassandra quotes the statement it cannot parse, and that text holds the password."""
     echo = SyntaxException(code=0x2000, message="line 1:98 mismatched input (...PASSWORD = 's3cret-pw'...)", info={})
-    monkeypatch.setattr(admin, "connect_session", lambda *_, **__: (Cluster(), RefusingSession(echo)))
+    monkeypatch.setattr(cassandra_setup, "connect_session", lambda *_, **__: (Cluster(), RefusingSession(echo)))
     with pytest.raises(StoreError) as raised:
         admin.create_pipeline_role(CassandraSettings(), "ecom_pipeline", "s3cret-pw")
     assert "s3cret-pw" not in str(raised.value) and "syntax" in str(raised.value)

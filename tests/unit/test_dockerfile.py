@@ -177,7 +177,7 @@ def third_party_imports(path) -> set[str]:
 def what_the_scripts_run() -> set[str]:
     """Every file of the checkout a script, or `python -m ecom_pipeline.admin` (the set-up Job),
     can import, through the package, transitively."""
-    pending = [ROOT / name for name in SCRIPTS] + [ROOT / "ecom_pipeline" / "admin.py"]
+    pending = [ROOT / name for name in SCRIPTS] + [ROOT / "ecom_pipeline" / "admin" / "__main__.py"]
     seen: set[str] = set()
     while pending:
         path = pending.pop()
