@@ -1,0 +1,1 @@
+"""The bench (`make bench`): the pipeline measured on the real local stack, against the original scripts."""

@@ -7,7 +7,8 @@ import argparse
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from .. import cli
 from ..cassandra_io import connect_session
@@ -21,6 +22,7 @@ from .requeuing import NewerVersions, requeue
 __all__ = ["main", "replication_factor_from"]
 
 log = logging.getLogger(__package__)  # "ecom_pipeline.admin": the command's lines, one name
+T = TypeVar("T")
 # What `--help` shows first.
 DESCRIPTION = """Set-up and accounting: topics, subscriptions and schema (idempotent), and the audit report.
 
@@ -32,6 +34,30 @@ PROG = "admin.py"  # the name its usage and error lines have always shown (`-m` 
 def replication_factor_from(environ: Mapping[str, str]) -> int | None:
     """CASSANDRA_REPLICATION_FACTOR (1 to 9), or None: keep schema.cql's."""
     return optional_integer(environ, "CASSANDRA_REPLICATION_FACTOR", low=1, high=9, noun="a number of replicas")
+
+
+def _reported(run: Callable[[], T]) -> T | None:
+    """`run()`, or None once its error is logged in one line (Cassandra unreachable, or what else
+    a person must fix)."""
+    try:
+        return run()
+    except TransientStoreError as exc:
+        log.error("Cassandra is not reachable: %s", exc)
+    except PipelineError as exc:
+        log.error("%s", exc)
+    return None
+
+
+def _requeue_unless_newer(
+    pubsub: PubSubSettings, cassandra: CassandraSettings, args: argparse.Namespace
+) -> tuple[int, int, int]:
+    """The requeue, with each dead letter's row checked for a newer version first (`requeue`)."""
+    cluster, session = connect_session(cassandra, cassandra.keyspace)
+    try:
+        newer = NewerVersions(session)
+        return requeue(pubsub, args.subscription, args.topic, args.max, newer.holds_newer)
+    finally:
+        cluster.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,19 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                 log.error("%s", exc)
                 return 1
     if args.command == "requeue":
-        try:
-            cluster, session = connect_session(cassandra, cassandra.keyspace)
-            try:
-                newer = NewerVersions(session)
-                moved, refused, skipped = requeue(pubsub, args.subscription, args.topic, args.max, newer.holds_newer)
-            finally:
-                cluster.shutdown()
-        except TransientStoreError as exc:
-            log.error("Cassandra is not reachable: %s", exc)
+        counts = _reported(lambda: _requeue_unless_newer(pubsub, cassandra, args))
+        if counts is None:
             return 1
-        except PipelineError as exc:
-            log.error("%s", exc)
-            return 1
+        moved, refused, skipped = counts
         print(f"requeued {moved} messages from {args.subscription} to {args.topic}")
         if skipped:
             print(f"not requeued {skipped} messages whose row holds a newer version (acked)")
@@ -118,13 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             log.error("%s refused %d messages; they stay in %s", args.topic, refused, args.subscription)
             return 1
         return 0
-    try:
-        report = audit(pubsub, cassandra, args.first_id, args.last_id)
-    except TransientStoreError as exc:
-        log.error("Cassandra is not reachable: %s", exc)
-        return 1
-    except PipelineError as exc:
-        log.error("%s", exc)
+    report = _reported(lambda: audit(pubsub, cassandra, args.first_id, args.last_id))
+    if report is None:
         return 1
     for line in report_lines(report):
         print(line)

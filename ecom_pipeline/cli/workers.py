@@ -28,18 +28,6 @@ __all__ = ["run_workers"]
 log = logging.getLogger(__package__)  # "ecom_pipeline.cli": the scripts' own lines, one name
 
 
-def _worker(
-    options: ConsumerOptions,
-    pubsub: PubSubSettings,
-    cassandra: CassandraSettings,
-    results: multiprocessing.SimpleQueue[ConsumerStats],
-    slots: Any,
-    index: int,
-) -> None:
-    configure_logging(options.log_level, multiprocessing.current_process().name, options.log_format)
-    raise SystemExit(run_one(options, pubsub, cassandra, results, WorkerProbes.writer(slots, index)))
-
-
 def run_workers(options: ConsumerOptions, pubsub: PubSubSettings, cassandra: CassandraSettings) -> int:
     """`--workers N`: N consumer processes on the same subscription, each with its own clients
     (Pub/Sub shares the messages out between them). SIGINT and SIGTERM are passed on to every
@@ -108,3 +96,15 @@ def run_workers(options: ConsumerOptions, pubsub: PubSubSettings, cassandra: Cas
     if failed:
         log.error("%s did not exit cleanly", ", ".join(failed))
     return 1 if failed else 0
+
+
+def _worker(
+    options: ConsumerOptions,
+    pubsub: PubSubSettings,
+    cassandra: CassandraSettings,
+    results: multiprocessing.SimpleQueue[ConsumerStats],
+    slots: Any,
+    index: int,
+) -> None:
+    configure_logging(options.log_level, multiprocessing.current_process().name, options.log_format)
+    raise SystemExit(run_one(options, pubsub, cassandra, results, WorkerProbes.writer(slots, index)))
