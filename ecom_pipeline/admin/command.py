@@ -1,5 +1,7 @@
-"""The command line of `python -m ecom_pipeline.admin setup|audit|requeue`: its arguments, the
-environment read once, the chosen command run, its report printed and its exit status."""
+"""The command line of `python -m ecom_pipeline.admin`: arguments, environment, the command, its status.
+
+`setup`, `audit` or `requeue`: the environment read once, the command run, its report printed.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The body of the consumer scripts: logging, the environment read once, then one consumer or
-`--workers` of them."""
+"""A consumer script's body: logging, the environment read once, one consumer or `--workers` of them."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The metrics endpoint of a script: its series and probes, served where the options ask, or one
-error that names the option."""
+"""A script's metrics endpoint: its series and probes, served where asked, or one error naming the flag."""
 
 from __future__ import annotations
 

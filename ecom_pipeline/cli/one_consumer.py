@@ -1,5 +1,4 @@
-"""One consumer process, the script itself or a `--workers` worker: its stop, its endpoint, the
-run, and its exit status."""
+"""One consumer process (the script, or a `--workers` worker): its stop, endpoint, run and exit status."""
 
 from __future__ import annotations
 

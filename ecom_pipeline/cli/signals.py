@@ -1,5 +1,4 @@
-"""Stop signals: SIGINT and SIGTERM as a clean stop, a second Ctrl-C as a forced exit, and a
-`--workers` parent passing them on to its workers."""
+"""Stop signals: SIGINT and SIGTERM as one stop, a second Ctrl-C as a forced exit, passed on to workers."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""`--workers N`: N consumer processes on one subscription, their probes summed up in the parent,
-the stop passed on to each, and one final line and exit status for all."""
+"""`--workers N`: the worker processes, their probes summed in the parent, the stop passed on to each.
+
+One final line and one exit status for all of them.
+"""
 
 from __future__ import annotations
 
