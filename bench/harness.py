@@ -7,7 +7,7 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -23,7 +23,7 @@ from ecom_pipeline.admin import SCHEMA, apply_schema, replication_factor_from
 from ecom_pipeline.cassandra_io import connect_session
 from ecom_pipeline.config import CassandraSettings, PubSubSettings
 
-from .measure import children_cpu, descendants
+from .measure import Sampler, StackCpu, children_cpu
 
 __all__ = [
     "KEYSPACE",
@@ -33,6 +33,8 @@ __all__ = [
     "Figures",
     "Plan",
     "Scenario",
+    "Watched",
+    "consumer_argv",
     "describe_machine",
     "describe_stack",
     "final_figures",
@@ -48,12 +50,15 @@ Figures = dict[str, float]  # one repeat's measurements by name (bench/report.py
 
 @dataclass(frozen=True)
 class Plan:
-    """What each repeat measures: the backlog sizes, and the latency run's rate and length."""
+    """What each repeat measures: the backlog sizes, and the latency run's rate and length; and
+    what the sustained-rate search (once a run) may spend: seconds a step, and steps."""
 
     n: int
     baseline_n: int
     latency_rate: int
     latency_seconds: int
+    sustain_seconds: int = 60
+    sustain_steps: int = 4
 
 
 class Bench:
@@ -107,28 +112,100 @@ class Bench:
 Scenario = Callable[[Bench, Plan, str], Figures]
 
 
+class Watched:
+    """A script started on the bench's stack and watched: its output lines stamped with the
+    monotonic time they came, its processes' CPU (and, with `stack`, the node(s)' and the
+    emulator's) sampled every 0.1 s and at each line, and its peak memory. Several can run at once."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], stack: StackCpu | None = None) -> None:
+        self.argv = argv
+        self.cpu_before = children_cpu()
+        self.process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        )
+        self.sampler = Sampler(self.process.pid, stack)
+        self.wall_minus_monotonic = time.time() - time.monotonic()  # to place its log lines' own stamps
+        self.lines: list[tuple[float, str]] = []
+        self._line_came = threading.Condition()
+        self._threads = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._poll, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None  # a pipe, as opened
+        for line in self.process.stdout:
+            at = time.monotonic()
+            self.sampler.sample()  # the CPU at the moment a line marks (start-up over, say)
+            with self._line_came:
+                self.lines.append((at, line.rstrip("\n")))
+                self._line_came.notify_all()
+
+    def _poll(self) -> None:
+        while self.process.poll() is None:
+            self.sampler.sample(memory=True)
+            time.sleep(0.1)
+
+    def wait_for_line(self, pattern: str, timeout: float) -> tuple[float, str]:
+        """The first line matching the regular expression `pattern`, with its arrival time."""
+        deadline = time.monotonic() + timeout
+        with self._line_came:
+            while True:
+                found = next(((at, text) for at, text in self.lines if re.search(pattern, text)), None)
+                if found is not None:
+                    return found
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{' '.join(self.argv[1:3])}: no line /{pattern}/:\n{self.output[-2000:]}")
+                self._line_came.wait(0.2)
+
+    def wait(self, timeout: float) -> None:
+        """Wait for the script's exit (and its last lines); raise if it failed."""
+        self.process.wait(timeout)
+        for thread in self._threads:
+            thread.join()
+        if self.process.returncode != 0:
+            raise RuntimeError(f"{' '.join(self.argv[1:3])} failed ({self.process.returncode}):\n{self.output[-2000:]}")
+
+    @property
+    def output(self) -> str:
+        return "\n".join(text for _, text in self.lines)
+
+    @property
+    def rss_mib(self) -> float:
+        """Peak resident memory, summed over its processes (each at its own peak)."""
+        return sum(self.sampler.peaks_kib.values()) / 1024
+
+    @property
+    def cpu(self) -> float:
+        """CPU seconds (user + system) of the whole run, its workers included: what the children
+        reaped since it started used, so only when no other child of the bench ended meanwhile."""
+        return children_cpu() - self.cpu_before
+
+
 def run_process(argv: list[str], env: dict[str, str]) -> tuple[str, float, float]:
     """Run a script to completion; its output, its peak resident memory in MiB (summed over its
     worker processes, each at its own peak) and the CPU seconds (user + system) it and its
     workers used."""
-    cpu_before = children_cpu()
-    with tempfile.TemporaryFile() as log_file:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        peaks: dict[int, int] = {}
-        while process.poll() is None:
-            for pid in descendants(process.pid):
-                with suppress(OSError):
-                    high_water = re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
-                    if high_water:
-                        peaks[pid] = max(peaks.get(pid, 0), int(high_water.group(1)))
-            time.sleep(0.1)
-        log_file.seek(0)
-        output = log_file.read().decode(errors="replace")
-    peak_kib = sum(peaks.values())
-    cpu = children_cpu() - cpu_before  # this child and what it reaped
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[1:3])} failed ({process.returncode}):\n{output[-2000:]}")
-    return output, peak_kib / 1024, cpu
+    watched = Watched(argv, env)
+    watched.wait(timeout=3600)
+    return watched.output, watched.rss_mib, watched.cpu
+
+
+def consumer_argv(script: str, topic: str, dlq: str, idle_exit: float, *extra: object) -> list[str]:
+    """A consumer script on the topic's subscription, exiting once nothing came for `idle_exit` s."""
+    subscription = f"{topic}-sub"
+    return [
+        PY,
+        script,
+        "--subscription",
+        subscription,
+        "--dead-letter-topic",
+        dlq,
+        "--exit-after-idle",
+        str(idle_exit),
+    ] + [str(flag) for flag in extra]
 
 
 def final_figures(output: str) -> dict[str, float]:

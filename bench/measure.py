@@ -1,16 +1,42 @@
-"""What a bench run costs, read from /proc: processes' CPU seconds and the stack's own share."""
+"""What a bench run costs, read from /proc: processes' CPU seconds and the stack's own share, as
+totals and as timelines from which a window (a drain without its start-up and idle exit) is cut."""
 
 from __future__ import annotations
 
+import bisect
 import os
+import re
 import resource
+import threading
+import time
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stack.emulator import PUBSUB
 from stack.node import cassandra_node
 
-__all__ = ["StackCpu", "children_cpu", "cpu_seconds", "descendants"]
+__all__ = [
+    "EMULATOR",
+    "NODE",
+    "CpuTimeline",
+    "ProcessInfo",
+    "Sampler",
+    "StackCpu",
+    "Window",
+    "busy_windows",
+    "children_cpu",
+    "cpu_seconds",
+    "descendants",
+    "logged_at",
+    "own_cpu",
+    "process_cpu",
+    "worker_tags",
+]
+
+NODE, EMULATOR = "node", "emulator"  # the timeline's parts besides the pids
+Window = tuple[float, float]  # (start, end), monotonic seconds (CLOCK_MONOTONIC: the same in every process)
 
 
 def descendants(pid: int) -> list[int]:
@@ -25,15 +51,23 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (field 3, the state, is [0])."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of one process (every thread), not its children; None once gone."""
+    try:
+        fields = _stat(pid)
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds of these processes and all their descendants so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in {d for p in pids for d in descendants(p)}:
-        with suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
+    return sum(cpu or 0.0 for cpu in map(process_cpu, {d for p in pids for d in descendants(p)}))
 
 
 class StackCpu:
@@ -44,14 +78,15 @@ class StackCpu:
         nodes = int(os.environ.get("CASSANDRA_NODES", "1"))
         self.nodes = [pid for k in range(1, nodes + 1) if (pid := cassandra_node(k, nodes).pid()) is not None]
         self.emulator = [pid for pid in [PUBSUB.pid()] if pid is not None]
-        self._last = self._now()
+        self._last = self.now()
 
-    def _now(self) -> tuple[float, float]:
+    def now(self) -> tuple[float, float]:
+        """(node CPU seconds, emulator CPU seconds) since they started."""
         return cpu_seconds(self.nodes), cpu_seconds(self.emulator)
 
     def take(self) -> tuple[float, float]:
         """(node CPU seconds, emulator CPU seconds) since the last call (or since built)."""
-        previous, self._last = self._last, self._now()
+        previous, self._last = self._last, self.now()
         return self._last[0] - previous[0], self._last[1] - previous[1]
 
 
@@ -59,3 +94,158 @@ def children_cpu() -> float:
     """User + system CPU seconds of this process's children that have ended (and been waited for)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class CpuTimeline:
+    """Cumulative CPU seconds of named parts (a pid as a string, `node`, `emulator`), sampled at
+    moments (monotonic seconds). A part's CPU at a moment between two samples is interpolated
+    linearly; before its first sample it is that sample's, after its last (an exited process) its
+    last. Samples may be added from several threads."""
+
+    samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, at: float, values: Mapping[str, float]) -> None:
+        with self._lock:
+            bisect.insort(self.samples, (at, dict(values)), key=lambda sample: sample[0])
+
+    def at(self, part: str, moment: float) -> float:
+        """The part's cumulative CPU seconds at `moment` (0.0 if it was never sampled)."""
+        with self._lock:
+            points = [(at, values[part]) for at, values in self.samples if part in values]
+        if not points:
+            return 0.0
+        index = bisect.bisect_left(points, moment, key=lambda point: point[0])
+        if index == 0:
+            return points[0][1]
+        if index == len(points):
+            return points[-1][1]
+        (t0, v0), (t1, v1) = points[index - 1], points[index]
+        return v0 + (v1 - v0) * (moment - t0) / (t1 - t0) if t1 > t0 else v1
+
+    def between(self, part: str, window: Window) -> float:
+        """The part's CPU seconds from the window's start to its end."""
+        return self.at(part, window[1]) - self.at(part, window[0])
+
+    def parts(self) -> set[str]:
+        with self._lock:
+            return {part for _, values in self.samples for part in values}
+
+
+# The consumer's own log lines that bound its work (ecom_pipeline/app.py and consumer/loop.py):
+# "consuming ..." once its clients are connected and its start checks passed, just before its
+# first pull; "no message for N s, exiting" N s (and at most one 0.1 s check) after its last
+# settled batch. A `--workers` worker's lines carry its name: "[worker-1] ". Each line opens with
+# the wall-clock time it was logged, to the millisecond: when the event happened, which a loaded
+# machine can make a line reach the bench a few hundred milliseconds later.
+_TAG = r"(?:\[(?P<tag>[^\]]+)\] )?[\w.]+: "
+_CONSUMING = re.compile(_TAG + r"consuming ")
+_IDLE_EXIT = re.compile(_TAG + r"no message for \d+ s, exiting")
+_LOGGED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
+
+
+def logged_at(arrived: float, text: str, wall_minus_monotonic: float | None) -> float:
+    """When a log line was written, in monotonic seconds: its own time stamp (local wall clock)
+    less `wall_minus_monotonic`; without that, or a time stamp, the time it arrived."""
+    stamp = _LOGGED.match(text)
+    if stamp is None or wall_minus_monotonic is None:
+        return arrived
+    wall = time.mktime(time.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S")) + int(stamp.group(2)) / 1000
+    return wall - wall_minus_monotonic
+
+
+def busy_windows(
+    lines: Sequence[tuple[float, str]], idle_exit: float, wall_minus_monotonic: float | None = None
+) -> dict[str, Window]:
+    """Each consumer process's working window, by its log tag ("" for a single process): from its
+    `consuming` line (start-up over) to its last settled batch, `idle_exit` seconds before its
+    idle-exit line. Lines are (arrival time, text), timed by their own stamps when
+    `wall_minus_monotonic` is given (see `logged_at`). A process without both lines has no window."""
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    for arrived, text in lines:
+        if (start := _CONSUMING.search(text)) is not None:
+            starts.setdefault(start["tag"] or "", logged_at(arrived, text, wall_minus_monotonic))
+        elif (end := _IDLE_EXIT.search(text)) is not None:
+            ends[end["tag"] or ""] = logged_at(arrived, text, wall_minus_monotonic) - idle_exit
+    return {tag: (starts[tag], ends[tag]) for tag in starts if tag in ends and ends[tag] > starts[tag]}
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """What the sampler saw of a process when it first met it."""
+
+    parent: int
+    started: int  # clock ticks after boot (/proc/<pid>/stat field 22)
+    spawned_worker: bool  # a multiprocessing spawn child (`--workers`), not its resource tracker
+
+
+def worker_tags(root: int, processes: Mapping[int, ProcessInfo]) -> dict[int, str]:
+    """Each process of a consumer's tree by the tag its log lines carry: the root "" when it has
+    no workers, else `worker-1`, `worker-2`, ... in the order the root started them (the order
+    their names were given); every other process (the root of workers, its resource tracker) "*"."""
+    workers = sorted(
+        (info.started, pid) for pid, info in processes.items() if info.parent == root and info.spawned_worker
+    )
+    tags = {pid: "*" for pid in processes}
+    tags[root] = "*" if workers else ""
+    tags.update({pid: f"worker-{k}" for k, (_, pid) in enumerate(workers, start=1)})
+    return tags
+
+
+def own_cpu(timeline: CpuTimeline, tags: Mapping[int, str], windows: Mapping[str, Window]) -> tuple[float, Window]:
+    """A consumer's CPU seconds over its work: each process over its own window (found by its
+    tag), a process with none (the root of workers, which only waits for them) over the span of
+    them all; and that span."""
+    if not windows:
+        raise ValueError("no working window: the consumer's 'consuming' and idle-exit lines were not both seen")
+    span = (min(start for start, _ in windows.values()), max(end for _, end in windows.values()))
+    total = sum(timeline.between(str(pid), windows.get(tag, span)) for pid, tag in tags.items())
+    return total, span
+
+
+class Sampler:
+    """Samples a process tree's CPU, one figure a process, with the stack's node(s) and emulator,
+    into a `CpuTimeline`; and its peak resident memory, each process at its own peak."""
+
+    def __init__(self, root: int, stack: StackCpu | None = None) -> None:
+        self.root = root
+        self.stack = stack
+        self.timeline = CpuTimeline()
+        self.processes: dict[int, ProcessInfo] = {}
+        self.peaks_kib: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def sample(self, memory: bool = False) -> None:
+        at = time.monotonic()
+        values: dict[str, float] = {}
+        for pid in descendants(self.root):
+            cpu = process_cpu(pid)
+            if cpu is None:
+                continue
+            values[str(pid)] = cpu
+            with suppress(OSError):
+                if pid not in self.processes:
+                    self._meet(pid)
+                if memory:
+                    self._peak(pid)
+        if self.stack is not None:
+            values[NODE], values[EMULATOR] = self.stack.now()
+        self.timeline.add(at, values)
+
+    def _meet(self, pid: int) -> None:
+        fields = _stat(pid)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        with self._lock:
+            self.processes[pid] = ProcessInfo(int(fields[1]), int(fields[19]), b"spawn_main" in cmdline)
+
+    def _peak(self, pid: int) -> None:
+        high_water = re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+        if high_water:
+            with self._lock:
+                self.peaks_kib[pid] = max(self.peaks_kib.get(pid, 0), int(high_water.group(1)))
+
+    def tags(self) -> dict[int, str]:
+        with self._lock:
+            return worker_tags(self.root, self.processes)

@@ -6,7 +6,7 @@ import logging
 import subprocess
 import time
 
-from ..harness import PY, ROOT, Bench, Figures, Plan, final_figures, produce
+from ..harness import ROOT, Bench, Figures, Plan, consumer_argv, final_figures, produce
 
 __all__ = ["run"]
 
@@ -20,16 +20,7 @@ def run(bench: Bench, plan: Plan, dlq: str) -> Figures:
     figures: Figures = {}
     orders = bench.topic("latency")
     consumer = subprocess.Popen(
-        [
-            PY,
-            "order_data_consumer.py",
-            "--subscription",
-            f"{orders}-sub",
-            "--dead-letter-topic",
-            dlq,
-            "--exit-after-idle",
-            "5",
-        ],
+        consumer_argv("order_data_consumer.py", orders, dlq, 5),
         cwd=ROOT,
         env=bench.env,
         stdout=subprocess.PIPE,

@@ -1,0 +1,111 @@
+"""The bench's CPU windows on canned samples and log lines: no service, no bench run."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bench.measure import CpuTimeline, ProcessInfo, busy_windows, logged_at, own_cpu, worker_tags
+
+
+def timeline_of(*samples: tuple[float, dict[str, float]]) -> CpuTimeline:
+    timeline = CpuTimeline()
+    for at, values in reversed(samples):  # added out of order, as two sampling threads may
+        timeline.add(at, values)
+    return timeline
+
+
+def test_a_moment_between_two_samples_is_interpolated_and_one_outside_them_is_the_nearest():
+    timeline = timeline_of((10.0, {"7": 1.0}), (12.0, {"7": 3.0}), (13.0, {"7": 3.5}))
+    assert timeline.at("7", 11.5) == 2.5
+    assert timeline.at("7", 9.0) == 1.0  # before the process was first seen
+    assert timeline.at("7", 20.0) == 3.5  # after it exited
+    assert timeline.at("8", 11.0) == 0.0  # never seen
+
+
+def test_a_window_is_the_difference_of_its_ends():
+    timeline = timeline_of((0.0, {"node": 100.0}), (10.0, {"node": 120.0}))
+    assert timeline.between("node", (2.5, 7.5)) == pytest.approx(10.0)
+
+
+def test_a_part_missing_from_some_samples_is_read_from_those_that_have_it():
+    timeline = timeline_of((0.0, {"7": 0.0, "node": 0.0}), (1.0, {"node": 5.0}), (2.0, {"7": 2.0, "node": 9.0}))
+    assert timeline.at("7", 1.0) == 1.0
+
+
+CONSUMING = "2026-11-30 16:00:00,000 INFO {tag}ecom_pipeline.app: consuming bench-orders-1-sub, dead letters to d"
+IDLE = "2026-11-30 16:00:00,000 INFO {tag}ecom_pipeline.consumer.loop: no message for 3 s, exiting"
+FINAL = "2026-11-30 16:00:00,000 INFO {tag}ecom_pipeline.app: final: received=5 applied=5"
+
+
+def test_a_single_consumer_works_from_its_consuming_line_to_its_idle_line_less_the_idle_time():
+    lines = [
+        (1.0, "starting"),
+        (2.5, CONSUMING.format(tag="")),
+        (9.0, IDLE.format(tag="")),
+        (9.2, FINAL.format(tag="")),
+    ]
+    assert busy_windows(lines, idle_exit=3) == {"": (2.5, 6.0)}
+
+
+def test_each_worker_has_its_own_window_by_its_tag():
+    lines = [
+        (2.0, CONSUMING.format(tag="[worker-2] ")),
+        (2.4, CONSUMING.format(tag="[worker-1] ")),
+        (9.0, IDLE.format(tag="[worker-1] ")),
+        (9.5, IDLE.format(tag="[worker-2] ")),
+    ]
+    assert busy_windows(lines, idle_exit=3) == {"worker-1": (2.4, 6.0), "worker-2": (2.0, 6.5)}
+
+
+def test_lines_are_timed_by_their_own_stamps_when_the_clocks_offset_is_known():
+    logged = time.mktime(time.strptime("2026-11-30 16:00:00", "%Y-%m-%d %H:%M:%S")) + 0.25
+    lines = [
+        (1_000.9, CONSUMING.format(tag="").replace(",000", ",250")),  # reached the bench 0.65 s late
+        (1_008.0, IDLE.format(tag="").replace("16:00:00,000", "16:00:07,100")),
+    ]
+    offset = logged - 1_000.25  # wall clock minus monotonic clock
+    assert busy_windows(lines, idle_exit=3, wall_minus_monotonic=offset) == {"": pytest.approx((1_000.25, 1_004.1))}
+    assert logged_at(5.0, "no stamp here", offset) == 5.0
+
+
+def test_a_consumer_that_never_went_idle_has_no_window():
+    assert busy_windows([(2.5, CONSUMING.format(tag=""))], idle_exit=3) == {}
+
+
+def info(parent: int, started: int, worker: bool = True) -> ProcessInfo:
+    return ProcessInfo(parent=parent, started=started, spawned_worker=worker)
+
+
+def test_workers_are_named_in_the_order_their_parent_started_them():
+    processes = {
+        100: info(1, 5, worker=False),
+        104: info(100, 9),  # started after 103 (a later tick)
+        103: info(100, 8),
+        102: info(100, 8, worker=False),  # the resource tracker
+        105: info(104, 9),  # not a child of the root
+    }
+    assert worker_tags(100, processes) == {100: "*", 102: "*", 103: "worker-1", 104: "worker-2", 105: "*"}
+
+
+def test_a_consumer_without_workers_is_the_untagged_process():
+    assert worker_tags(100, {100: info(1, 5, worker=False)}) == {100: ""}
+
+
+def test_own_cpu_takes_each_process_over_its_window_and_the_others_over_the_span():
+    timeline = timeline_of(
+        (0.0, {"100": 1.0, "103": 0.0, "104": 0.0}),
+        (10.0, {"100": 2.0, "103": 10.0, "104": 5.0}),
+    )
+    tags = {100: "*", 103: "worker-1", 104: "worker-2"}
+    windows = {"worker-1": (2.0, 6.0), "worker-2": (4.0, 8.0)}
+    total, span = own_cpu(timeline, tags, windows)
+    # worker-1: 1 CPU-s a second for 4 s; worker-2: 0.5 for 4 s; the parent: 0.1 over 2..8 s
+    assert span == (2.0, 8.0)
+    assert total == pytest.approx(4.0 + 2.0 + 0.6)
+
+
+def test_own_cpu_without_a_window_is_an_error_not_a_zero():
+    with pytest.raises(ValueError, match="no working window"):
+        own_cpu(CpuTimeline(), {100: ""}, {})
