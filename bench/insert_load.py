@@ -1,6 +1,9 @@
 """For `make bench` only: prepared INSERTs of mock orders, no Pub/Sub; one of the processes that
 measure Cassandra's side of the ceiling. Prints one JSON line: {"rows", "started", "ended"}
-(wall-clock seconds, so that several processes' spans can be put together).
+(monotonic seconds, the same clock in every process, so that several processes' spans can be put
+together and laid on the bench's CPU samples of the node), and "work_cpu": this process's CPU
+seconds from connected to the last row written, building and validating the rows included (as a
+consumer's drain window includes decoding and validating), its start-up excluded.
 
 Usage: insert_load.py FIRST_ID COUNT --concurrency C   single statements, C in flight
        insert_load.py FIRST_ID COUNT --batched         the consumers' own write path: UNLOGGED
@@ -14,10 +17,14 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
+from functools import partial
 
+from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.query import PreparedStatement
 
-from ecom_pipeline.cassandra_io import INSERT_ORDER, connect, connect_session
+from ecom_pipeline.cassandra_io import INSERT_ORDER, FactStore, connect, connect_session
 from ecom_pipeline.config import CassandraSettings
 from ecom_pipeline.messages import Order, order_values
 from ecom_pipeline.mockdata import MockData
@@ -31,32 +38,47 @@ def main() -> None:
     parser.add_argument("--batched", action="store_true", help="write as the consumers do, in batches")
     args = parser.parse_args()
     settings = CassandraSettings.from_env(os.environ)  # the consumers' driver settings
-    mock, now = MockData(seed=7), int(time.time() * 1e6)
-    orders = [
-        order_values(Order.model_validate(mock.order(i))) for i in range(args.first_id, args.first_id + args.count)
-    ]
+    write: Callable[[list[tuple[object, ...]], int], None]
     if args.batched:
         store = connect(settings, reads=False)
-        started = time.time()
-        pending_orders = [(values, now) for values in orders]
-        while pending_orders:  # a row that timed out under the load is written again
-            errors = store.insert_orders(pending_orders)
-            pending_orders = [row for row, error in zip(pending_orders, errors, strict=True) if error is not None]
-        ended = time.time()
-        store.close()
+        write, close = partial(write_batched, store), store.close
     else:
         cluster, session = connect_session(settings, settings.keyspace)
-        insert = session.prepare(INSERT_ORDER)
-        started = time.time()
-        pending: list[tuple[object, ...]] = [(*values, now) for values in orders]
-        while pending:  # a row that timed out under the load is written again, so every row counts
-            results = execute_concurrent_with_args(
-                session, insert, pending, concurrency=args.concurrency, raise_on_first_error=False
-            )
-            pending = [row for row, (ok, _) in zip(pending, results, strict=True) if not ok]
-        ended = time.time()
-        cluster.shutdown()
-    print(json.dumps({"rows": len(orders), "started": started, "ended": ended}))
+        write, close = partial(write_single, session, session.prepare(INSERT_ORDER), args.concurrency), cluster.shutdown
+    work_started = time.process_time()
+    orders = rows(args.first_id, args.count)
+    started = time.monotonic()
+    write(orders, int(time.time() * 1e6))
+    ended = time.monotonic()
+    work_cpu = time.process_time() - work_started
+    close()
+    print(json.dumps({"rows": len(orders), "started": started, "ended": ended, "work_cpu": work_cpu}))
+
+
+def rows(first_id: int, count: int) -> list[tuple[object, ...]]:
+    """The orders' row values, generated and validated as a consumer validates what it pulls (seed 7)."""
+    mock = MockData(seed=7)
+    return [order_values(Order.model_validate(mock.order(i))) for i in range(first_id, first_id + count)]
+
+
+def write_batched(store: FactStore, orders: list[tuple[object, ...]], now: int) -> None:
+    """Through the consumers' own write path: UNLOGGED batches grouped by replica."""
+    pending = [(values, now) for values in orders]
+    while pending:  # a row that timed out under the load is written again
+        errors = store.insert_orders(pending)
+        pending = [row for row, error in zip(pending, errors, strict=True) if error is not None]
+
+
+def write_single(
+    session: Session, insert: PreparedStatement, concurrency: int, orders: list[tuple[object, ...]], now: int
+) -> None:
+    """Single prepared INSERTs, `concurrency` in flight."""
+    pending: list[tuple[object, ...]] = [(*values, now) for values in orders]
+    while pending:  # a row that timed out under the load is written again, so every row counts
+        results = execute_concurrent_with_args(
+            session, insert, pending, concurrency=concurrency, raise_on_first_error=False
+        )
+        pending = [row for row, (ok, _) in zip(pending, results, strict=True) if not ok]
 
 
 if __name__ == "__main__":

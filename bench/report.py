@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from .harness import Figures
 
-__all__ = ["LABELS", "RATIOS", "chart", "cpu_paragraph", "report"]
+__all__ = ["LABELS", "RATIOS", "TARGETS", "chart", "cpu_paragraph", "report", "target_cell"]
 
 LABELS = [  # key, row label, chart label
     ("producer_orders_msgs", "order_data_producer.py --rate 0", "order producer"),
@@ -54,34 +55,101 @@ RATIOS = {  # name: (numerator, denominator); computed within each repeat, then 
     "best INSERT ceiling / orders baseline": ("ceiling_inserts_msgs", "baseline_orders_msgs"),
 }
 
+TARGETS = {  # name: (numerator, denominator, the most it may be); issue 26's, within each repeat as RATIOS
+    "order consumer CPU / batched loader CPU, per 10k, working windows": (
+        "order_consumer_window_cpu10k",
+        "ceiling_batched_window_cpu10k",
+        1.25,
+    ),
+    "payment consumer CPU / batched loader CPU, per 10k, working windows": (
+        "payment_consumer_window_cpu10k",
+        "ceiling_batched_window_cpu10k",
+        1.5,
+    ),
+    "node CPU per 10k, order drain / batched ceiling": (
+        "order_consumer_window_node_cpu10k",
+        "ceiling_batched_window_node_cpu10k",
+        1.2,
+    ),
+}
+SUSTAINED_AFTER = "order_consumer_2w_msgs"  # the sustained rate's row comes after the order drains'
+SUSTAINED_AT_LEAST = 0.8  # sustained rate / order drain rate: below it, the README says what limits it
+
+# The table's CPU columns, each a figure's suffix after the row's prefix (its key less `_msgs`).
+CPU_COLUMNS = [
+    ("cpu10k", "CPU s/10k, whole run"),
+    ("window_cpu10k", "own CPU s/10k"),
+    ("window_node_cpu10k", "node CPU s/10k"),
+    ("window_emulator_cpu10k", "emulator CPU s/10k"),
+]
+CPU_LEGEND = (
+    "CPU seconds per 10,000 messages (user + system): *whole run*, the process and its workers from"
+    " start to exit; *own*, *node*, *emulator*, over the working window only: a consumer from its"
+    " start-up done (its `consuming` line) to its last batch settled (its idle exit less the idle"
+    " time), with the Cassandra node(s) and the emulator over that span; the batched ceiling's loader"
+    " from connected to its last row written (building and validating the rows included), with the"
+    " node and the emulator while the rows were written; the pull + ack ceilings' emulator over the pulls."
+)
+
+
+def target_cell(value: float, most: float) -> str:
+    """`≤ 1.25: held` when the value is at most the target, else `≤ 1.25: not met`."""
+    return f"\u2264 {most:g}: {'held' if value <= most else 'not met'}"
+
+
+def ratio_row(name: str, each: list[float], target: str = "") -> str:
+    """One row of the ratio table: the median of the repeats' own ratios, each of them, the target."""
+    return f"| {name} | {statistics.median(each):.2f} | {', '.join(f'{r:.2f}' for r in each)} | {target} |"
+
 
 def report(
-    runs: list[Figures], n: int, baseline_n: int, latency_rate: int, *, machine: str, stack: str
+    runs: list[Figures],
+    n: int,
+    baseline_n: int,
+    latency_rate: int,
+    *,
+    machine: str,
+    stack: str,
+    sustained: Mapping[str, Any] | None = None,
 ) -> dict[str, object]:
-    """The results as bench/results/*.json holds them: the runs, their medians and ratios, and
-    the Markdown table; `machine` and `stack` describe where they were taken."""
+    """The results as bench/results/*.json holds them: the runs, their medians and ratios, the
+    sustained-rate search (once a run; bench/scenarios/sustained.py), and the Markdown table;
+    `machine` and `stack` describe where they were taken."""
     median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    columns = [(suffix, title) for suffix, title in CPU_COLUMNS if any(k.endswith(f"_{suffix}") for k in median)]
     lines = [
         f"Machine: {machine}. {stack} and the Pub/Sub emulator on the same machine.",
         f"N = {n:,} messages ({baseline_n:,} for the baselines), median of {len(runs)} repeats.",
         "",
-        "| measurement | msg/s (median) | each repeat | peak RSS | CPU s / 10k msgs |",
-        "|---|---:|---|---:|---:|",
+        "| measurement | msg/s (median) | each repeat | peak RSS |" + "".join(f" {t} |" for _, t in columns),
+        "|---|---:|---|---:|" + "---:|" * len(columns),
     ]
     for key, label, _ in LABELS:
         if key not in median:  # a measurement added after these results were taken
             continue
-        rss_key, cpu_key = key.replace("_msgs", "_rss_mib"), key.replace("_msgs", "_cpu10k")
-        rss = f"{median[rss_key]:.0f} MiB" if rss_key in median else ""
-        cpu = f"{median[cpu_key]:.1f}" if cpu_key in median else ""
+        prefix = key.removesuffix("_msgs")
+        rss = f"{median[f'{prefix}_rss_mib']:.0f} MiB" if f"{prefix}_rss_mib" in median else ""
+        cpu = [f"{median[f'{prefix}_{s}']:.2f}" if f"{prefix}_{s}" in median else "" for s, _ in columns]
         repeats = ", ".join(f"{r[key]:,.0f}" for r in runs)
-        lines.append(f"| {label} | {median[key]:,.0f} | {repeats} | {rss} | {cpu} |")
+        lines.append(f"| {label} | {median[key]:,.0f} | {repeats} | {rss} |" + "".join(f" {c} |" for c in cpu))
+        if key == SUSTAINED_AFTER and sustained is not None:
+            lines.append(sustained_row(sustained, [s for s, _ in columns]))
+    if SUSTAINED_AFTER not in median and sustained is not None:
+        lines.append(sustained_row(sustained, [s for s, _ in columns]))
+    if columns[1:]:
+        lines += ["", CPU_LEGEND]
     ratios = {}
-    lines += ["", "| ratio, within each repeat | median | each repeat |", "|---|---:|---|"]
-    for name, (top, bottom) in RATIOS.items():
-        each = [run[top] / run[bottom] for run in runs]
-        ratios[name] = statistics.median(each)
-        lines.append(f"| {name} | {ratios[name]:.2f} | {', '.join(f'{r:.2f}' for r in each)} |")
+    lines += ["", "| ratio, within each repeat | median | each repeat | target |", "|---|---:|---|---|"]
+    for name, (top, bottom, most) in [(k, (*v, None)) for k, v in RATIOS.items()] + list(TARGETS.items()):
+        if top in median and bottom in median:  # else taken before that measurement existed
+            each = [run[top] / run[bottom] for run in runs]
+            ratios[name] = statistics.median(each)
+            lines.append(ratio_row(name, each, "" if most is None else target_cell(ratios[name], most)))
+    if sustained is not None and "order_consumer_msgs" in median:
+        name = "sustained rate / order drain rate (median of the repeats; the sustained rate is taken once)"
+        ratios[name] = float(sustained["rate"]) / median["order_consumer_msgs"]
+        held = "held" if ratios[name] >= SUSTAINED_AT_LEAST else "not met: the README says what limits it"
+        lines.append(ratio_row(name, [ratios[name]], f"\u2265 {SUSTAINED_AT_LEAST:g}: {held}"))
     latency = [
         f"{q} {median[f'latency_{q}_ms']:.0f} ms" for q in ("p50", "p90", "p99", "max") if f"latency_{q}_ms" in median
     ]
@@ -90,7 +158,9 @@ def report(
         f"End-to-end latency of the order consumer at a steady {latency_rate:,} msg/s (publish time to "
         "row written and acked, median of the repeats): " + ", ".join(latency) + ".",
     ]
-    if "order_consumer_node_cpu10k" in median:
+    if sustained is not None:
+        lines += ["", sustained_paragraph(sustained)]
+    if "order_consumer_window_node_cpu10k" in median and "ceiling_batched_window_node_cpu10k" in median:
         lines += ["", cpu_paragraph(median)]
     if "racing_p99_s" in median:
         per_repeat = ", ".join(f"{r['racing_p50_s']:.1f}/{r['racing_p99_s']:.1f}" for r in runs)
@@ -108,54 +178,117 @@ def report(
         "runs": runs,
         "median": median,
         "ratios": ratios,
+        "sustained": dict(sustained) if sustained is not None else None,
         "table": "\n".join(lines),
     }
 
 
+def sustained_row(sustained: Mapping[str, Any], suffixes: list[str]) -> str:
+    """The sustained rate as a row of the table: the steps tried in its `each repeat` column, the
+    consumer's own CPU at that rate in the `own` column."""
+    steps = ", ".join(f"{s['rate']:,.0f} {'held' if s['held'] else 'not'}" for s in sustained["steps"])
+    best = sustained["best"]
+    cpu = [f"{best['consumer_cpu10k']:.2f}" if best and suffix == "window_cpu10k" else "" for suffix in suffixes]
+    label = f"order_data_consumer.py (this project), sustained: p99 < 1 s for {sustained['seconds']} s, backlog bounded"
+    return f"| {label} | {sustained['rate']:,.0f} | once: {steps} |  |" + "".join(f" {c} |" for c in cpu)
+
+
+def sustained_paragraph(sustained: Mapping[str, Any]) -> str:
+    """What the sustained rate means, and the producer's CPU beside it."""
+    best = sustained["best"]
+    opening = (
+        f"Sustained rate (once a run, {len(sustained['steps'])} steps of {sustained['seconds']} s): the highest steady"
+        " publish rate at which the order consumer (one process) applied at least 99 % of the orders within 1 s of"
+        " their publish time, with at most one second's worth of them outstanding when the last was published and"
+        " the producer keeping the rate"
+    )
+    if not best:
+        return opening + f": none of the rates tried held ({sustained['steps'][-1]['rate']:,.0f} msg/s the last)."
+    return opening + (
+        f": {sustained['rate']:,.0f} msg/s ({best['within_1s']:.1%} within 1 s, p99 {best['p99_ms']:.0f} ms over the"
+        f" last 100,000, {best['backlog']:,.0f} outstanding at the end). Beside it the producer, on the same two"
+        f" cores, used {best['producer_cpu10k']:.2f} CPU-seconds per 10,000 orders ({best['producer_cores']:.2f}"
+        f" cores), and the consumer {best['consumer_cpu10k']:.2f}."
+    )
+
+
 def cpu_paragraph(median: dict[str, float]) -> str:
     """Where the CPU went, per 10,000 orders: the order consumer's drain against the ceiling's."""
-    consumer, node, emulator = (median[f"order_consumer_{k}"] for k in ("cpu10k", "node_cpu10k", "emulator_cpu10k"))
+    consumer, node, emulator = (
+        median[f"order_consumer_window_{k}"] for k in ("cpu10k", "node_cpu10k", "emulator_cpu10k")
+    )
     return (
-        "CPU seconds per 10,000 orders over each whole run (medians; start-up and the idle wait"
-        f" included): the order consumer's drain used {consumer:.2f} in the consumer, {node:.2f} in"
-        f" Cassandra and {emulator:.2f} in the emulator, {consumer + node + emulator:.2f} in all; the"
-        f" batched ceiling used {median['ceiling_batched_node_cpu10k']:.2f} in Cassandra (its loader"
-        f" {median['ceiling_batched_cpu10k']:.2f}, generating the orders included)."
+        "CPU seconds per 10,000 orders over the working windows (medians): the order consumer's drain used"
+        f" {consumer:.2f} in the consumer, {node:.2f} in Cassandra and {emulator:.2f} in the emulator,"
+        f" {consumer + node + emulator:.2f} in all; the batched ceiling used"
+        f" {median['ceiling_batched_window_node_cpu10k']:.2f} in Cassandra and"
+        f" {median['ceiling_batched_window_cpu10k']:.2f} in its loader."
     ) + (
         " The emulator alone, pull + ack with no database, used"
-        f" {median['ceiling_pull_ack_emulator_cpu10k']:.2f} with each pull's messages acked before the"
-        f" next pull and {median['ceiling_pull_ack_late_emulator_cpu10k']:.2f} with them acked one pull"
+        f" {median['ceiling_pull_ack_window_emulator_cpu10k']:.2f} with each pull's messages acked before the"
+        f" next pull and {median['ceiling_pull_ack_late_window_emulator_cpu10k']:.2f} with them acked one pull"
         " late: its pull rebuilds its whole list of undelivered messages whenever any delivered one is"
         " still unacked, as a consumer's always are while it writes."
-        if "ceiling_pull_ack_late_emulator_cpu10k" in median
+        if "ceiling_pull_ack_late_window_emulator_cpu10k" in median
         else ""
     )
 
 
+CPU_ROWS = [  # the chart's CPU panel: row prefix, label
+    ("order_consumer", "order consumer"),
+    ("order_consumer_2w", "order consumer, 2 workers"),
+    ("payment_consumer", "payment consumer"),
+    ("payment_consumer_2w", "payment consumer, 2 workers"),
+    ("ceiling_batched", "batched ceiling (loader)"),
+]
+
+
 def chart(result: dict[str, object], path: Path) -> None:
-    """The rates as bars (log scale) beside the latency percentiles, as a PNG at `path`."""
+    """The rates as bars (log scale, the sustained rate among them), the CPU per 10,000 messages
+    by component over the working windows, and the latency percentiles, as a PNG at `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     median = cast(dict[str, float], result["median"])  # latest.json as written by write_results
-    figure, (bars, latency) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [2.2, 1]})
-    rows = [row for row in LABELS[::-1] if row[0] in median]  # top to bottom in the table's order
-    colours = {"BASELINE": "#d98c8c", "ceiling": "#b5b5b5"}
-    values = [median[key] for key, _, _ in rows]
+    sustained = cast(dict[str, Any] | None, result.get("sustained"))
+    figure, (bars, cpu, latency) = plt.subplots(1, 3, figsize=(17, 5.5), gridspec_kw={"width_ratios": [2.2, 1.2, 1]})
+    rows = [(short, median[key]) for key, _, short in LABELS if key in median]
+    if sustained is not None and sustained["rate"] > 0:  # none held: no bar on a log scale
+        rows.insert(
+            next((k + 1 for k, (short, _) in enumerate(rows) if short == "order consumer, 2 workers"), len(rows)),
+            ("order consumer, sustained", float(sustained["rate"])),
+        )
+    rows.reverse()  # top to bottom in the table's order
+    colours = {"BASELINE": "#d98c8c", "ceiling": "#b5b5b5", "order consumer, sustained": "#4f7a3a"}
+    values = [value for _, value in rows]
     positions = range(len(rows))
     bars.barh(
         positions,
         values,
-        color=[next((c for k, c in colours.items() if short.startswith(k)), "#7a9cc6") for _, _, short in rows],
+        color=[next((c for k, c in colours.items() if short.startswith(k)), "#7a9cc6") for short, _ in rows],
     )
-    bars.set_yticks(positions, [short for _, _, short in rows])
+    bars.set_yticks(positions, [short for short, _ in rows])
     bars.set_xscale("log")
     bars.set_xlim(right=max(values) * 4)
     bars.set_xlabel("messages per second (log scale, median of the repeats)")
-    for y, value in zip(positions, values, strict=True):
+    for y, (_, value) in enumerate(rows):
         bars.text(value * 1.05, y, f"{value:,.0f}", va="center", fontsize=8)
+    cpu_rows = [(prefix, label) for prefix, label in CPU_ROWS[::-1] if f"{prefix}_window_cpu10k" in median]
+    left = [0.0] * len(cpu_rows)
+    for suffix, name, colour in (
+        ("window_cpu10k", "consumer / loader", "#7a9cc6"),
+        ("window_node_cpu10k", "Cassandra node", "#e0a35a"),
+        ("window_emulator_cpu10k", "emulator", "#b5b5b5"),
+    ):
+        widths = [median.get(f"{prefix}_{suffix}", 0.0) for prefix, _ in cpu_rows]
+        cpu.barh(range(len(cpu_rows)), widths, left=left, color=colour, label=name)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    cpu.set_yticks(range(len(cpu_rows)), [label for _, label in cpu_rows])
+    cpu.set_xlabel("CPU seconds per 10,000 messages, working window")
+    if cpu_rows:
+        cpu.legend(fontsize=8, loc="lower right")
     quantiles = [q for q in ("p50", "p90", "p99", "max") if f"latency_{q}_ms" in median]
     latency.plot(quantiles, [median[f"latency_{q}_ms"] for q in quantiles], marker="o", color="#7a9cc6")
     latency.set_ylim(bottom=0)

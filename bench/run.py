@@ -9,13 +9,18 @@ On the same generated data (seed 7), each repeat measures:
 - the raw ceilings: pull + bulk ack with no database, and prepared INSERTs through the driver
   (bench/insert_load.py) from one process and from two, and in the consumers' own UNLOGGED
   batches grouped by replica, with no Pub/Sub, on an empty table;
-- each consumer's CPU seconds (user + system, its workers included) per 10,000 messages, and
-  for the order consumer and the batched ceiling also the Cassandra node(s)' and the emulator's
-  (from /proc, the stack's own processes): where the two cores went;
+- each consumer's CPU seconds (user + system, its workers included) per 10,000 messages over its
+  whole run, and over its drain window only (start-up and the idle exit left out) its own, the
+  Cassandra node(s)' and the emulator's (from /proc, the stack's own processes), and the same for
+  the batched ceiling's loader and node: where the two cores went, part by part;
 - end-to-end latency at a steady publish rate below capacity (publish time to row written and
   acked, measured by the consumer);
 - payments racing 0-30 s ahead of their orders, healed by the DLQ replay (bench/scenarios/racing.py):
   payment applied - order written, as seen by polling Cassandra.
+Once a run, after the repeats: the sustained rate, the highest steady publish rate the order
+consumer keeps up with (p99 under 1 s, backlog bounded) for `--sustain-seconds` (60), in
+`--sustain-steps` (4) steps from 0.8 x the order drain's median rate (bench/scenarios/sustained.py),
+with the producer's CPU beside it.
 Everything runs against keyspace `ecom_bench` and uuid-named topics, which are deleted at the end.
 The table shows the median of the repeats, and ratios taken within each repeat; the figures go
 to bench/results/latest.json and latest.png (`--results NAME` for another name; `--redraw`
@@ -28,11 +33,14 @@ import argparse
 import json
 import logging
 import os
+import statistics
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 from .harness import ROOT, Bench, Figures, Plan, Scenario, describe_machine, describe_stack
 from .report import chart, report
-from .scenarios import baselines, ceilings, drains, latency, racing
+from .scenarios import baselines, ceilings, drains, latency, racing, sustained
 
 RESULTS = ROOT / "bench" / "results"
 # One repeat, in this order. Every scenario gets topics of its own: after a streaming-pull client
@@ -58,29 +66,46 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--latency-rate", type=int, default=2_000, help="steady publish rate for the latency run")
     parser.add_argument("--latency-seconds", type=int, default=15)
+    parser.add_argument(
+        "--sustain-seconds", type=int, default=60, help="length of each step of the sustained-rate search (once a run)"
+    )
+    parser.add_argument(
+        "--sustain-steps", type=int, default=4, help="steps of the sustained-rate search (0: no sustained rate)"
+    )
     parser.add_argument("--redraw", action="store_true", help="only redo the table and chart from the JSON")
     parser.add_argument("--results", default="latest", help="name of the JSON and PNG in bench/results")
     args = parser.parse_args()
     if args.redraw:
         saved = json.loads((RESULTS / f"{args.results}.json").read_text())
         args.n, args.baseline_n, args.latency_rate = saved["n"], saved["baseline_n"], saved.get("latency_rate", 2_000)
-        return write_results(saved["runs"], args)
+        return write_results(saved["runs"], args, saved.get("sustained"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s")
     logging.getLogger("cassandra").setLevel(logging.ERROR)
 
-    plan = Plan(args.n, args.baseline_n, args.latency_rate, args.latency_seconds)
+    plan = Plan(
+        args.n, args.baseline_n, args.latency_rate, args.latency_seconds, args.sustain_seconds, args.sustain_steps
+    )
     bench = Bench()
     runs = []
     try:
         for repeat in range(args.repeat):
             log.info("repeat %d of %d", repeat + 1, args.repeat)
             runs.append(one_repeat(bench, plan))
+        found = sustained_rate(bench, plan, runs)
     finally:
         bench.close()
-    return write_results(runs, args)
+    return write_results(runs, args, found)
 
 
-def write_results(runs: list[Figures], args: argparse.Namespace) -> int:
+def sustained_rate(bench: Bench, plan: Plan, runs: list[Figures]) -> dict[str, object] | None:
+    """Once a run, after the repeats: the search starts from the order drain's median rate."""
+    if plan.sustain_steps <= 0:
+        return None
+    drain_rate = statistics.median(run["order_consumer_msgs"] for run in runs)
+    return sustained.run(bench, plan, bench.topic("dlq"), drain_rate)
+
+
+def write_results(runs: list[Figures], args: argparse.Namespace, found: Mapping[str, Any] | None = None) -> int:
     """The JSON and the chart in bench/results, and the table printed."""
     result = report(
         runs,
@@ -89,6 +114,7 @@ def write_results(runs: list[Figures], args: argparse.Namespace) -> int:
         args.latency_rate,
         machine=describe_machine(),
         stack=describe_stack(os.environ),
+        sustained=found,
     )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.results}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import time
 from contextlib import suppress
 
 from google.api_core import exceptions as google_exceptions
 
-from ..harness import PY, ROOT, Bench, Figures, Plan, produce
-from ..measure import StackCpu, children_cpu
+from ..harness import PY, Bench, Figures, Plan, Watched, produce
+from ..measure import EMULATOR, NODE, StackCpu, children_cpu
 
 __all__ = ["run"]
 
@@ -20,24 +19,26 @@ log = logging.getLogger(__name__)
 
 
 def run(bench: Bench, plan: Plan, dlq: str) -> Figures:
-    """Pull + ack rates (acked at once, and one pull late) with the emulator's CPU, the INSERT
-    rates from one process and from two, the batched rate with its CPU, and the best of them."""
+    """Pull + ack rates (acked at once, and one pull late) with the emulator's CPU over the pulls,
+    the INSERT rates from one process and from two, the batched rate with its loader's, node's and
+    emulator's CPU, and the best of them."""
     log.info("raw ceilings, %d messages each", plan.n)
     n = plan.n
     figures: Figures = {}
     orders = bench.topic("ceiling")
     produce(bench, "order_data_producer.py", orders, n)
-    figures["ceiling_pull_ack_msgs"], figures["ceiling_pull_ack_emulator_cpu10k"] = ceiling_pull_ack(bench, orders, n)
+    figures["ceiling_pull_ack_msgs"], figures["ceiling_pull_ack_window_emulator_cpu10k"] = ceiling_pull_ack(
+        bench, orders, n
+    )
     late = bench.topic("ceiling-late")
     produce(bench, "order_data_producer.py", late, n)
-    figures["ceiling_pull_ack_late_msgs"], figures["ceiling_pull_ack_late_emulator_cpu10k"] = ceiling_pull_ack(
+    figures["ceiling_pull_ack_late_msgs"], figures["ceiling_pull_ack_late_window_emulator_cpu10k"] = ceiling_pull_ack(
         bench, late, n, ack_late=True
     )
-    figures["ceiling_inserts_1p_msgs"], _, _ = ceiling_inserts(bench, n, processes=1, concurrency=512)
-    figures["ceiling_inserts_2p_msgs"], _, _ = ceiling_inserts(bench, n, processes=2, concurrency=256)
-    figures["ceiling_batched_msgs"], figures["ceiling_batched_cpu10k"], figures["ceiling_batched_node_cpu10k"] = (
-        ceiling_inserts(bench, n, processes=1, concurrency=0, batched=True)
-    )
+    figures["ceiling_inserts_1p_msgs"], _ = ceiling_inserts(bench, n, processes=1, concurrency=512)
+    figures["ceiling_inserts_2p_msgs"], _ = ceiling_inserts(bench, n, processes=2, concurrency=256)
+    figures["ceiling_batched_msgs"], cpu = ceiling_inserts(bench, n, processes=1, concurrency=0, batched=True)
+    figures.update({f"ceiling_batched_{key}": value for key, value in cpu.items()})
     figures["ceiling_inserts_msgs"] = max(
         figures["ceiling_inserts_1p_msgs"], figures["ceiling_inserts_2p_msgs"], figures["ceiling_batched_msgs"]
     )
@@ -73,34 +74,35 @@ def ceiling_pull_ack(bench: Bench, topic: str, n: int, ack_late: bool = False) -
 
 def ceiling_inserts(
     bench: Bench, n: int, processes: int, concurrency: int, batched: bool = False
-) -> tuple[float, float, float]:
+) -> tuple[float, Figures]:
     """Prepared INSERTs of n orders through the driver from `processes` processes at once, no
     Pub/Sub: Cassandra's side alone, on an empty table as the consumers had it. `batched`: in
     the consumers' own UNLOGGED batches grouped by replica, else single statements. The rate,
-    and CPU seconds per 10,000 rows of the loading processes and of the node(s)."""
+    and CPU seconds per 10,000 rows: the loading processes' over their whole runs (`cpu10k`,
+    generating the rows included) and over their work (`window_cpu10k`: connected to the last row
+    written, as each measured itself), and the node(s)' and the emulator's while the rows were
+    written (`window_node_cpu10k`, `window_emulator_cpu10k`)."""
     bench.truncate()
     cpu_before = children_cpu()
-    stack = StackCpu()
     share = n // processes
     mode = ["--batched"] if batched else ["--concurrency", str(concurrency)]
+    stack = StackCpu()
     loads = [
-        subprocess.Popen(
-            [PY, "-m", "bench.insert_load", str(1 + k * share), str(share), *mode],
-            cwd=ROOT,
-            env=bench.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        Watched([PY, "-m", "bench.insert_load", str(1 + k * share), str(share), *mode], bench.env, stack=stack)
         for k in range(processes)
     ]
     spans = []
     for load in loads:
-        out, err = load.communicate(timeout=600)
-        if load.returncode != 0:
-            raise RuntimeError(f"insert load failed:\n{err.decode(errors='replace')[-2000:]}")
-        spans.append(json.loads(out.decode().strip().splitlines()[-1]))
-    node, _ = stack.take()
-    loader = children_cpu() - cpu_before
-    seconds = max(s["ended"] for s in spans) - min(s["started"] for s in spans)
+        load.wait(timeout=600)
+        spans.append(json.loads(load.output.strip().splitlines()[-1]))
+    loader = children_cpu() - cpu_before  # every load has ended: nothing else of ours ran meanwhile
+    written = (min(s["started"] for s in spans), max(s["ended"] for s in spans))
     rows = sum(s["rows"] for s in spans)
-    return float(rows / seconds), loader / rows * 10_000, node / rows * 10_000
+    per10k = 10_000 / rows
+    timeline = loads[0].sampler.timeline  # each load's sampler took the node's and emulator's CPU too
+    return float(rows / (written[1] - written[0])), {
+        "cpu10k": loader * per10k,
+        "window_cpu10k": sum(s["work_cpu"] for s in spans) * per10k,
+        "window_node_cpu10k": timeline.between(NODE, written) * per10k,
+        "window_emulator_cpu10k": timeline.between(EMULATOR, written) * per10k,
+    }

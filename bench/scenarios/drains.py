@@ -4,66 +4,73 @@ from __future__ import annotations
 
 import logging
 
-from ..harness import PY, Bench, Figures, Plan, final_figures, run_process
-from ..measure import StackCpu
+from ..harness import Bench, Figures, Plan, Watched, consumer_argv, final_figures
+from ..measure import EMULATOR, NODE, StackCpu, busy_windows, own_cpu
 from . import producers
 
-__all__ = ["run"]
+__all__ = ["IDLE_EXIT", "run"]
 
 log = logging.getLogger(__name__)
+IDLE_EXIT = 3  # seconds: a drained consumer exits after this long with no message
 
 
 def run(bench: Bench, plan: Plan, dlq: str) -> Figures:
-    """Per worker count (suffix `_2w` for two): the producers' rates on the backlogs, and each
-    consumer's rate, peak RSS and CPU per 10,000 messages (the order consumer's with the node(s)'
-    and the emulator's)."""
+    """Per consumer and worker count (`order_consumer`, `payment_consumer`; suffix `_2w` for two
+    workers): the producers' rates on the backlogs, and each consumer's rate, peak RSS and CPU per
+    10,000 messages over the whole run (`_cpu10k`) and over its drain window: its own
+    (`_window_cpu10k`), the node(s)' and the emulator's (`_window_node_cpu10k`, `_window_emulator_cpu10k`)."""
     figures: Figures = {}
     bench.truncate()
     for workers, suffix in ((1, ""), (2, "_2w")):
         log.info("producers and the project's consumers (%d worker(s)), %d messages each", workers, plan.n)
-        orders, payments = bench.topic("orders"), bench.topic("payments")
-        figures.update(producers.publish(bench, "orders", orders, plan.n, suffix))
-        result, figures[f"order_consumer{suffix}_rss_mib"] = consume(
-            bench, "order_data_consumer.py", orders, dlq, plan.n, workers
-        )
-        figures[f"order_consumer{suffix}_msgs"] = result["rate"]
-        figures[f"order_consumer{suffix}_cpu10k"] = result["cpu10k"]
-        figures[f"order_consumer{suffix}_node_cpu10k"] = result["node_cpu10k"]
-        figures[f"order_consumer{suffix}_emulator_cpu10k"] = result["emulator_cpu10k"]
-        figures.update(producers.publish(bench, "payments", payments, plan.n, suffix))
-        result, figures[f"payment_consumer{suffix}_rss_mib"] = consume(
-            bench, "ingest_in_fact_table.py", payments, dlq, plan.n, workers
-        )
-        figures[f"payment_consumer{suffix}_msgs"] = result["rate"]
-        figures[f"payment_consumer{suffix}_cpu10k"] = result["cpu10k"]
+        for kind, script, name in (
+            ("orders", "order_data_consumer.py", "order_consumer"),
+            ("payments", "ingest_in_fact_table.py", "payment_consumer"),
+        ):
+            topic = bench.topic(kind)
+            figures.update(producers.publish(bench, kind, topic, plan.n, suffix))
+            figures.update(
+                {
+                    f"{name}{suffix}_{key}": value
+                    for key, value in consume(bench, script, topic, dlq, plan.n, workers).items()
+                }
+            )
     return figures
 
 
-def consume(
-    bench: Bench, script: str, topic: str, dlq: str, expected: int, workers: int
-) -> tuple[dict[str, float], float]:
-    """The consumer's final figures, plus `cpu10k` (CPU seconds per 10,000 messages) and the
-    node(s)' and emulator's (`node_cpu10k`, `emulator_cpu10k`) over the same run; its RSS."""
-    stack = StackCpu()
-    output, rss, cpu = run_process(
-        [
-            PY,
-            script,
-            "--subscription",
-            f"{topic}-sub",
-            "--dead-letter-topic",
-            dlq,
-            "--exit-after-idle",
-            "3",
-            "--workers",
-            str(workers),
-        ],
+def consume(bench: Bench, script: str, topic: str, dlq: str, expected: int, workers: int) -> Figures:
+    """The consumer's `msgs` (its busy-span rate), `rss_mib`, and CPU seconds per 10,000 messages:
+    `cpu10k` over the whole run (start-up and the idle exit included), `window_cpu10k`,
+    `window_node_cpu10k` and `window_emulator_cpu10k` over its drain window only."""
+    watched = Watched(
+        consumer_argv(script, topic, dlq, IDLE_EXIT, "--workers", workers),
         bench.env,
+        stack=StackCpu(),
     )
-    figures = final_figures(output)
-    if figures["applied"] != expected:
-        raise RuntimeError(f"{script} applied {figures['applied']:.0f} of {expected}:\n{output[-2000:]}")
-    node, emulator = stack.take()
-    figures["cpu10k"] = cpu / expected * 10_000
-    figures["node_cpu10k"], figures["emulator_cpu10k"] = node / expected * 10_000, emulator / expected * 10_000
-    return figures, rss
+    watched.wait(timeout=3600)
+    final = final_figures(watched.output)
+    if final["applied"] != expected:
+        raise RuntimeError(f"{script} applied {final['applied']:.0f} of {expected}:\n{watched.output[-2000:]}")
+    # The drain window: each process from its "consuming" line (imports, connecting and the start
+    # checks done; the backlog is waiting, so its first pull follows at once) to its last settled
+    # batch (its idle-exit line less the idle time), both timed by the lines' own stamps (to the
+    # millisecond). Its CPU at those moments is interpolated from /proc samples taken every 0.1 s
+    # and as each line arrives: the start falls in busy time, so it is exact to about 0.1 s x
+    # one core at worst, and the end falls in the idle wait, where the CPU barely moves. The
+    # parent of `--workers` (which only waits for them) counts over the whole span. The node's and
+    # the emulator's CPU is taken over the same span (the first worker's start to the last one's
+    # end): their work for the consumer's start-up checks, and whatever they do after the drain,
+    # is left out, as the ceiling's window leaves out theirs before and after its writes.
+    timeline = watched.sampler.timeline
+    own, span = own_cpu(
+        timeline, watched.sampler.tags(), busy_windows(watched.lines, IDLE_EXIT, watched.wall_minus_monotonic)
+    )
+    per10k = 10_000 / expected
+    return {
+        "msgs": final["rate"],
+        "rss_mib": watched.rss_mib,
+        "cpu10k": watched.cpu * per10k,
+        "window_cpu10k": own * per10k,
+        "window_node_cpu10k": timeline.between(NODE, span) * per10k,
+        "window_emulator_cpu10k": timeline.between(EMULATOR, span) * per10k,
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -19,19 +21,27 @@ CANNED: dict[str, float] = {
     "order_consumer_msgs": 8_000,
     "order_consumer_rss_mib": 90,
     "order_consumer_cpu10k": 5.0,
-    "order_consumer_node_cpu10k": 1.5,
-    "order_consumer_emulator_cpu10k": 2.0,
+    "order_consumer_window_cpu10k": 4.5,
+    "order_consumer_window_node_cpu10k": 1.5,
+    "order_consumer_window_emulator_cpu10k": 2.0,
     "order_consumer_2w_msgs": 9_000,
     "order_consumer_2w_rss_mib": 170,
     "order_consumer_2w_cpu10k": 6.0,
-    "order_consumer_2w_node_cpu10k": 1.6,
-    "order_consumer_2w_emulator_cpu10k": 2.1,
+    "order_consumer_2w_window_cpu10k": 5.2,
+    "order_consumer_2w_window_node_cpu10k": 1.6,
+    "order_consumer_2w_window_emulator_cpu10k": 2.1,
     "payment_consumer_msgs": 7_000,
     "payment_consumer_rss_mib": 95,
     "payment_consumer_cpu10k": 6.5,
+    "payment_consumer_window_cpu10k": 6.0,
+    "payment_consumer_window_node_cpu10k": 1.7,
+    "payment_consumer_window_emulator_cpu10k": 2.2,
     "payment_consumer_2w_msgs": 8_000,
     "payment_consumer_2w_rss_mib": 180,
     "payment_consumer_2w_cpu10k": 7.5,
+    "payment_consumer_2w_window_cpu10k": 7.0,
+    "payment_consumer_2w_window_node_cpu10k": 1.8,
+    "payment_consumer_2w_window_emulator_cpu10k": 2.3,
     "baseline_orders_msgs": 500,
     "baseline_orders_rss_mib": 80,
     "baseline_orders_cpu10k": 30.0,
@@ -39,14 +49,16 @@ CANNED: dict[str, float] = {
     "baseline_payments_rss_mib": 75,
     "baseline_payments_cpu10k": 40.0,
     "ceiling_pull_ack_msgs": 30_000,
-    "ceiling_pull_ack_emulator_cpu10k": 1.0,
+    "ceiling_pull_ack_window_emulator_cpu10k": 1.0,
     "ceiling_pull_ack_late_msgs": 12_000,
-    "ceiling_pull_ack_late_emulator_cpu10k": 3.0,
+    "ceiling_pull_ack_late_window_emulator_cpu10k": 3.0,
     "ceiling_inserts_1p_msgs": 14_000,
     "ceiling_inserts_2p_msgs": 15_000,
     "ceiling_batched_msgs": 16_000,
     "ceiling_batched_cpu10k": 4.0,
-    "ceiling_batched_node_cpu10k": 1.2,
+    "ceiling_batched_window_cpu10k": 3.0,
+    "ceiling_batched_window_node_cpu10k": 1.2,
+    "ceiling_batched_window_emulator_cpu10k": 0.1,
     "ceiling_inserts_msgs": 16_000,
     "latency_p50_ms": 70,
     "latency_p90_ms": 110,
@@ -82,7 +94,9 @@ def test_a_row_shows_the_median_each_repeat_and_the_median_memory_and_cpu():
         repeat(order_consumer_msgs=9_900, order_consumer_rss_mib=91, order_consumer_cpu10k=6.0),
     ]
     rows = [line for line in table_of(runs) if line.startswith("| order_data_consumer.py (this project) |")]
-    assert rows == ["| order_data_consumer.py (this project) | 8,100 | 8,100, 7,200, 9,900 | 91 MiB | 5.0 |"]
+    assert rows == [
+        "| order_data_consumer.py (this project) | 8,100 | 8,100, 7,200, 9,900 | 91 MiB | 5.04 | 4.50 | 1.50 | 2.00 |"
+    ]
 
 
 def test_a_ratio_is_the_median_of_each_repeats_own_ratio_not_the_ratio_of_the_medians():
@@ -93,7 +107,7 @@ def test_a_ratio_is_the_median_of_each_repeats_own_ratio_not_the_ratio_of_the_me
         repeat(order_consumer_msgs=10_000, baseline_orders_msgs=250),
     ]
     rows = [line for line in table_of(runs) if line.startswith("| order consumer / orders baseline |")]
-    assert rows == ["| order consumer / orders baseline | 25.00 | 10.00, 25.00, 40.00 |"]
+    assert rows == ["| order consumer / orders baseline | 25.00 | 10.00, 25.00, 40.00 |  |"]
     result = report(runs, 50_000, 5_000, 2_000, machine="m", stack="s")
     assert result["ratios"]["order consumer / orders baseline"] == 25.0  # type: ignore[index]  # a dict of floats
 
@@ -112,22 +126,128 @@ def test_latency_and_racing_are_one_sentence_each():
 
 def test_results_taken_before_a_measurement_existed_are_reported_without_it():
     older = {k: v for k, v in CANNED.items() if not k.startswith(("racing_", "ceiling_pull_ack_late"))}
-    older = {k: v for k, v in older.items() if k not in ("order_consumer_node_cpu10k", "baseline_orders_rss_mib")}
+    older = {k: v for k, v in older.items() if "_window_" not in k and k != "baseline_orders_rss_mib"}
     table = table_of([older])
     assert not any("racing" in line or "one pull late" in line for line in table)
-    assert not any(line.startswith("CPU seconds per 10,000 orders") for line in table)
+    assert not any(line.startswith(("CPU seconds per 10,000", "Sustained rate")) for line in table)
+    assert not any("\u2264" in line or "batched loader CPU" in line for line in table)
+    assert table[3] == "| measurement | msg/s (median) | each repeat | peak RSS | CPU s/10k, whole run |"
     [baseline] = [line for line in table if line.startswith("| BASELINE orders:")]
-    assert baseline == "| BASELINE orders: subscribe() callback, 1 sync INSERT each | 500 | 500 |  | 30.0 |"
+    assert baseline == "| BASELINE orders: subscribe() callback, 1 sync INSERT each | 500 | 500 |  | 30.00 |"
+
+
+def test_every_drain_and_the_batched_ceiling_show_their_own_their_nodes_and_their_emulators_cpu():
+    table = table_of([repeat()])
+    assert table[3] == (
+        "| measurement | msg/s (median) | each repeat | peak RSS | CPU s/10k, whole run | own CPU s/10k"
+        " | node CPU s/10k | emulator CPU s/10k |"
+    )
+    cells = {line.split(" | ")[0][2:]: line.split(" | ")[4:] for line in table if line.startswith("| ")}
+    assert cells["ingest_in_fact_table.py --workers 2 (this project)"] == ["7.50", "7.00", "1.80", "2.30 |"]
+    assert cells["ceiling: prepared INSERTs in UNLOGGED batches grouped by replica, 1 process, no Pub/Sub"] == [
+        "4.00",
+        "3.00",
+        "1.20",
+        "0.10 |",
+    ]
+    assert cells["ceiling: pull 1,000 + bulk ack, no database"] == ["", "", "", "1.00 |"]
+
+
+def test_the_targets_are_ratios_within_each_repeat_with_their_verdicts():
+    runs = [
+        repeat(order_consumer_window_cpu10k=3.6, ceiling_batched_window_cpu10k=3.0),  # 1.2
+        repeat(order_consumer_window_cpu10k=4.5, ceiling_batched_window_cpu10k=3.0),  # 1.5
+        repeat(order_consumer_window_cpu10k=2.4, ceiling_batched_window_cpu10k=2.0),  # 1.2
+    ]
+    table = table_of(runs)
+    rows = {line.split(" | ")[0][2:]: line for line in table if line.startswith("| ") and "per 10k" in line}
+    assert rows["order consumer CPU / batched loader CPU, per 10k, working windows"].endswith(
+        "| 1.20 | 1.20, 1.50, 1.20 | \u2264 1.25: held |"
+    )
+    # payments: 6.0 / 3.0, 6.0 / 3.0, 6.0 / 2.0 -> median 2.0
+    assert rows["payment consumer CPU / batched loader CPU, per 10k, working windows"].endswith(
+        "| 2.00 | 2.00, 2.00, 3.00 | \u2264 1.5: not met |"
+    )
+    assert rows["node CPU per 10k, order drain / batched ceiling"].endswith(
+        "| 1.25 | 1.25, 1.25, 1.25 | \u2264 1.2: not met |"
+    )
+
+
+SUSTAINED = {
+    "seconds": 60,
+    "drain_rate": 8_000.0,
+    "rate": 6_800.0,
+    "best": {
+        "rate": 6_800.0,
+        "published_rate": 6_790.0,
+        "within_1s": 0.996,
+        "p99_ms": 640.0,
+        "backlog": 900.0,
+        "consumer_cpu10k": 0.61,
+        "producer_cpu10k": 0.35,
+        "producer_cores": 0.24,
+        "held": True,
+    },
+    "steps": [
+        {"rate": 6_400.0, "held": True},
+        {"rate": 8_000.0, "held": False},
+        {"rate": 7_200.0, "held": False},
+        {"rate": 6_800.0, "held": True},
+    ],
+}
+
+
+def test_the_sustained_rate_is_a_row_a_ratio_against_the_drain_and_a_sentence_with_the_producers_cpu():
+    result = report([repeat()], 50_000, 5_000, 2_000, machine="m", stack="s", sustained=SUSTAINED)
+    table = str(result["table"]).splitlines()
+    [row] = [line for line in table if "sustained: p99 < 1 s for 60 s" in line]
+    assert table[table.index(row) - 1].startswith("| order_data_consumer.py --workers 2 (this project) |")
+    assert row == (
+        "| order_data_consumer.py (this project), sustained: p99 < 1 s for 60 s, backlog bounded | 6,800"
+        " | once: 6,400 held, 8,000 not, 7,200 not, 6,800 held |  |  | 0.61 |  |  |"
+    )
+    [ratio] = [line for line in table if line.startswith("| sustained rate / order drain rate")]
+    assert ratio.endswith("| 0.85 | 0.85 | \u2265 0.8: held |")  # 6,800 / 8,000
+    [sentence] = [line for line in table if line.startswith("Sustained rate")]
+    assert ": 6,800 msg/s (99.6% within 1 s, p99 640 ms over the last 100,000, 900 outstanding at the end)" in sentence
+    assert "the producer, on the same two cores, used 0.35 CPU-seconds per 10,000 orders (0.24 cores)" in sentence
+
+
+def test_a_sustained_search_where_nothing_held_says_so():
+    nothing = {**SUSTAINED, "rate": 0.0, "best": None, "steps": [{"rate": 6_400.0, "held": False}]}
+    table = table_of_sustained(nothing)
+    assert any(line.endswith(": none of the rates tried held (6,400 msg/s the last).") for line in table)
+    [ratio] = [line for line in table if line.startswith("| sustained rate / order drain rate")]
+    assert ratio.endswith("| 0.00 | 0.00 | \u2265 0.8: not met: the README says what limits it |")
+
+
+def table_of_sustained(sustained: dict[str, object]) -> list[str]:
+    return str(
+        report([repeat()], 50_000, 5_000, 2_000, machine="m", stack="s", sustained=sustained)["table"]
+    ).splitlines()
 
 
 def test_the_cpu_paragraph_adds_up_the_consumer_the_node_and_the_emulator():
     [paragraph] = [line for line in table_of([repeat()]) if line.startswith("CPU seconds per 10,000 orders")]
-    assert "used 5.00 in the consumer, 1.50 in Cassandra and 2.00 in the emulator, 8.50 in all" in paragraph
+    assert "used 4.50 in the consumer, 1.50 in Cassandra and 2.00 in the emulator, 8.00 in all" in paragraph
+    assert "the batched ceiling used 1.20 in Cassandra and 3.00 in its loader" in paragraph
     assert "with each pull's messages acked before the next pull and 3.00 with them acked one pull late" in paragraph
 
 
+def test_redraw_reads_the_json_it_wrote(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(run, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(run, "ROOT", tmp_path)
+    args = argparse.Namespace(n=50_000, baseline_n=5_000, latency_rate=2_000, results="latest")
+    run.write_results([repeat()], args, SUSTAINED)
+    first = (tmp_path / "results" / "latest.json").read_text()
+    saved = json.loads(first)
+    run.write_results(saved["runs"], args, saved["sustained"])
+    assert (tmp_path / "results" / "latest.json").read_text() == first
+    assert saved["sustained"]["rate"] == 6_800.0
+
+
 def test_the_chart_is_a_png(tmp_path: Path):
-    result = report([repeat()], 50_000, 5_000, 2_000, machine="m", stack="s")
+    result = report([repeat()], 50_000, 5_000, 2_000, machine="m", stack="s", sustained=SUSTAINED)
     chart(result, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
