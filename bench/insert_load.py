@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
@@ -28,6 +29,8 @@ from ecom_pipeline.cassandra_io import INSERT_ORDER, FactStore, connect, connect
 from ecom_pipeline.config import CassandraSettings
 from ecom_pipeline.messages import Order, order_values
 from ecom_pipeline.mockdata import MockData
+
+Row = TypeVar("Row")
 
 
 def main() -> None:
@@ -63,22 +66,38 @@ def rows(first_id: int, count: int) -> list[tuple[object, ...]]:
 
 def write_batched(store: FactStore, orders: list[tuple[object, ...]], now: int) -> None:
     """Through the consumers' own write path: UNLOGGED batches grouped by replica."""
-    pending = [(values, now) for values in orders]
-    while pending:  # a row that timed out under the load is written again
+
+    def round_of(pending: list[tuple[tuple[object, ...], int]]) -> list[tuple[tuple[object, ...], int]]:
         errors = store.insert_orders(pending)
-        pending = [row for row, error in zip(pending, errors, strict=True) if error is not None]
+        return [row for row, error in zip(pending, errors, strict=True) if error is not None]
+
+    write_all([(values, now) for values in orders], round_of)
 
 
 def write_single(
     session: Session, insert: PreparedStatement, concurrency: int, orders: list[tuple[object, ...]], now: int
 ) -> None:
     """Single prepared INSERTs, `concurrency` in flight."""
-    pending: list[tuple[object, ...]] = [(*values, now) for values in orders]
-    while pending:  # a row that timed out under the load is written again, so every row counts
+
+    def round_of(pending: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
         results = execute_concurrent_with_args(
             session, insert, pending, concurrency=concurrency, raise_on_first_error=False
         )
-        pending = [row for row, (ok, _) in zip(pending, results, strict=True) if not ok]
+        return [row for row, (ok, _) in zip(pending, results, strict=True) if not ok]
+
+    write_all([(*values, now) for values in orders], round_of)
+
+
+def write_all(rows: list[Row], write_round: Callable[[list[Row]], list[Row]]) -> None:
+    """Rounds of writes until every row is written: a row that timed out under the load goes
+    again, so every row counts; five rounds in a row that write none end it (the node is down)."""
+    stalled = 0
+    while rows:
+        left = write_round(rows)
+        stalled = stalled + 1 if len(left) == len(rows) else 0
+        if stalled == 5:
+            raise SystemExit(f"insert load: {len(left)} rows could not be written in five rounds; is the node up?")
+        rows = left
 
 
 if __name__ == "__main__":

@@ -94,12 +94,14 @@ def ceiling_inserts(
     spans = []
     for load in loads:
         load.wait(timeout=600)
-        spans.append(json.loads(load.output.strip().splitlines()[-1]))
+        spans.append(json.loads(next(line for _, line in reversed(load.lines) if line.startswith("{"))))
     loader = children_cpu() - cpu_before  # every load has ended: nothing else of ours ran meanwhile
     written = (min(s["started"] for s in spans), max(s["ended"] for s in spans))
     rows = sum(s["rows"] for s in spans)
     per10k = 10_000 / rows
-    timeline = loads[0].sampler.timeline  # each load's sampler took the node's and emulator's CPU too
+    # Each load's sampler took the node's and the emulator's CPU too, until its load exited: the
+    # one that finished writing last covers the whole span.
+    timeline = max(zip(spans, loads, strict=True), key=lambda pair: pair[0]["ended"])[1].sampler.timeline
     return float(rows / (written[1] - written[0])), {
         "cpu10k": loader * per10k,
         "window_cpu10k": sum(s["work_cpu"] for s in spans) * per10k,
