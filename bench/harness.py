@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -15,6 +16,7 @@ from concurrent import futures
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
@@ -38,6 +40,7 @@ __all__ = [
     "describe_machine",
     "describe_stack",
     "final_figures",
+    "last_json",
     "produce",
     "run_process",
 ]
@@ -206,6 +209,16 @@ def consumer_argv(script: str, topic: str, dlq: str, idle_exit: float, *extra: o
         "--exit-after-idle",
         str(idle_exit),
     ] + [str(flag) for flag in extra]
+
+
+def last_json(output: str) -> dict[str, Any]:
+    """The last line of a script's output that is a JSON object: what the bench's own helper
+    scripts print as they finish (a library may still log a line after it, on the same pipe)."""
+    for line in reversed(output.splitlines()):
+        if line.startswith("{"):
+            found: dict[str, Any] = json.loads(line)
+            return found
+    raise RuntimeError(f"no JSON line in the output:\n{output[-2000:]}")
 
 
 def final_figures(output: str) -> dict[str, float]:

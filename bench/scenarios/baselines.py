@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
-from ..harness import PY, Bench, Figures, Plan, produce, run_process
+from ..harness import PY, Bench, Figures, Plan, last_json, produce, run_process
 
 __all__ = ["run"]
 
@@ -33,7 +32,7 @@ def baseline(bench: Bench, kind: str, topic: str, dlq: str, expected: int) -> tu
     output, rss, cpu = run_process(
         [PY, "bench/baseline_consumers.py", kind, bench.subscription_path(topic), bench.topic_path(dlq)], bench.env
     )
-    result = json.loads(output.strip().splitlines()[-1])
+    result = last_json(output)
     if result["processed"] < expected:
         raise RuntimeError(f"baseline {kind} processed {result['processed']} of {expected}")
     return result["processed"] / result["seconds"], rss, cpu / result["processed"] * 10_000

@@ -3,14 +3,13 @@ Cassandra's prepared INSERTs with no Pub/Sub (single statements, and the consume
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import suppress
 
 from google.api_core import exceptions as google_exceptions
 
-from ..harness import PY, Bench, Figures, Plan, Watched, produce
+from ..harness import PY, Bench, Figures, Plan, Watched, last_json, produce
 from ..measure import EMULATOR, NODE, StackCpu, children_cpu
 
 __all__ = ["run"]
@@ -94,7 +93,7 @@ def ceiling_inserts(
     spans = []
     for load in loads:
         load.wait(timeout=600)
-        spans.append(json.loads(next(line for _, line in reversed(load.lines) if line.startswith("{"))))
+        spans.append(last_json(load.output))
     loader = children_cpu() - cpu_before  # every load has ended: nothing else of ours ran meanwhile
     written = (min(s["started"] for s in spans), max(s["ended"] for s in spans))
     rows = sum(s["rows"] for s in spans)

@@ -158,7 +158,11 @@ def attempt(bench: Bench, dlq: str, rate: float, seconds: int) -> Step:
 def producer_window(producer: Watched) -> tuple[float, float, int]:
     """The producer's CPU seconds, the seconds and the messages published from its first progress
     line to its final one: its start-up (imports, client) left out, as the consumer's is."""
-    counts = [(at, int(m.group(1))) for at, text in producer.lines if (m := PUBLISHED.search(text))]
+    counts = [
+        (logged_at(at, text, producer.wall_minus_monotonic), int(m.group(1)))
+        for at, text in producer.lines
+        if (m := PUBLISHED.search(text))
+    ]
     if len(counts) < 2:  # a step shorter than the producer's 5 s progress interval: its whole run
         samples = producer.sampler.timeline.samples
         counts = [(samples[0][0], 0), (samples[-1][0], counts[-1][1] if counts else 0)]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import run
-from bench.harness import Plan, describe_stack
+from bench.harness import Plan, describe_stack, last_json
 from bench.report import chart, report
 
 # Every figure one repeat takes, at round values; a test changes the few it looks at.
@@ -289,3 +289,10 @@ def test_a_repeat_runs_every_scenario_in_order_on_one_dead_letter_topic(monkeypa
     bench, plan = FakeBench(), Plan(n=10, baseline_n=5, latency_rate=3, latency_seconds=2)
     assert run.one_repeat(bench, plan) == {"a": 1.0, "b": 2.0}  # type: ignore[arg-type]  # a fake Bench
     assert calls == [("first", plan, "dlq-1"), ("second", plan, "dlq-1")] and bench.topics == ["dlq"]
+
+
+def test_a_helper_scripts_figures_are_its_last_json_line_even_with_a_log_line_after_it():
+    output = 'connecting\n{"rows": 5}\n{"rows": 10, "started": 1.5}\nWARNING cassandra.cluster: host marked down'
+    assert last_json(output) == {"rows": 10, "started": 1.5}
+    with pytest.raises(RuntimeError, match="no JSON line"):
+        last_json("only logs\n")
