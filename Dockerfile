@@ -31,7 +31,7 @@ RUN groupadd --gid 10001 pipeline \
         --shell /usr/sbin/nologin pipeline
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# admin.py reads schema.cql beside the package (ecom_pipeline/../schema.cql). Owned by root and
+# the admin command reads schema.cql beside the package (ecom_pipeline/../schema.cql). Owned by root and
 # read-only to the pipeline's user.
 COPY schema.cql order_data_producer.py payments_data_producer.py order_data_consumer.py \
      ingest_in_fact_table.py replay_dlq_payments.py ./

@@ -149,7 +149,7 @@ def environment_reads(sources: tuple[Path, ...] = tuple(SHIPPED_SOURCES)) -> dic
     trees = {path: ast.parse(path.read_text(), filename=str(path)) for path in sources}
     every_constant: dict[str, str] = {}
     for tree in trees.values():
-        every_constant.update(_string_constants(tree))  # e.g. MULTIPROCESS_DIR, imported by cli.py
+        every_constant.update(_string_constants(tree))  # e.g. MULTIPROCESS_DIR, imported by the cli package
     reads: dict[str, set[str]] = {}
     for path, tree in trees.items():
         visitor = _EnvironmentReads({**every_constant, **_string_constants(tree)})
