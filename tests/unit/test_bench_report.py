@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,13 @@ def test_a_helper_scripts_figures_are_its_last_json_line_even_with_a_log_line_af
     assert last_json(output) == {"rows": 10, "started": 1.5}
     with pytest.raises(RuntimeError, match="no JSON line"):
         last_json("only logs\n")
+
+
+def test_a_failed_sustained_search_leaves_the_repeats_figures_to_be_written(monkeypatch):
+    def failing(bench, plan, dlq, drain_rate):
+        raise RuntimeError("order_data_consumer.py failed (1)")
+
+    monkeypatch.setattr(run.sustained, "run", failing)
+    plan = Plan(n=10, baseline_n=5, latency_rate=3, latency_seconds=2)
+    assert run.sustained_rate(FakeBench(), plan, [repeat()]) is None  # type: ignore[arg-type]  # a fake Bench
+    assert run.sustained_rate(FakeBench(), replace(plan, sustain_steps=0), [repeat()]) is None  # type: ignore[arg-type]  # a fake Bench
