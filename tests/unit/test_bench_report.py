@@ -12,6 +12,7 @@ import pytest
 from bench import run
 from bench.harness import Plan, describe_stack, last_json
 from bench.report import chart, report
+from bench.scenarios import sustained
 
 # Every figure one repeat takes, at round values; a test changes the few it looks at.
 CANNED: dict[str, float] = {
@@ -303,7 +304,7 @@ def test_a_failed_sustained_search_leaves_the_repeats_figures_to_be_written(monk
     def failing(bench, plan, dlq, drain_rate):
         raise RuntimeError("order_data_consumer.py failed (1)")
 
-    monkeypatch.setattr(run.sustained, "run", failing)
+    monkeypatch.setattr(sustained, "run", failing)
     plan = Plan(n=10, baseline_n=5, latency_rate=3, latency_seconds=2)
     assert run.sustained_rate(FakeBench(), plan, [repeat()]) is None  # type: ignore[arg-type]  # a fake Bench
     assert run.sustained_rate(FakeBench(), replace(plan, sustain_steps=0), [repeat()]) is None  # type: ignore[arg-type]  # a fake Bench
