@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from google.api_core import exceptions as google_exceptions
@@ -52,6 +53,11 @@ MAX_IDS_PER_REQUEST = 1000  # keeps acknowledge / modifyAckDeadline requests far
 MAX_MESSAGES_PER_PUBLISH = 1000  # Pub/Sub's limit per Publish request
 MAX_BYTES_PER_PUBLISH = 9_000_000  # under Pub/Sub's 10 MB request limit, with room for framing
 RPC_TIMEOUT = 30.0  # seconds for an ack, a lease change, a dead-letter publish or a lookup
+# The attributes of a message that has none (most): one mapping for all, read-only. Copying the
+# protobuf map costs a microsecond a message even when empty (it is read through the generic
+# Mapping methods), a tenth of the pull's CPU per message on the emulator.
+NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Errors worth retrying: the emulator or Google is briefly unreachable or overloaded.
 TRANSIENT_GOOGLE_ERRORS = (
@@ -175,17 +181,7 @@ class SubscriptionClient:
             raise translate_error(exc, f"pull from {self.name}", f"subscription {self.path}") from exc
         # The raw protobuf: reading fields through the proto-plus wrappers cost a tenth of the
         # consumer's time in the profile.
-        return [
-            Received(
-                ack_id=m.ack_id,
-                message_id=m.message.message_id,
-                data=m.message.data,
-                attributes=dict(m.message.attributes),
-                publish_time=m.message.publish_time.ToDatetime(tzinfo=UTC),
-                delivery_attempt=m.delivery_attempt,
-            )
-            for m in type(response).pb(response).received_messages
-        ]
+        return [_received(m) for m in type(response).pb(response).received_messages]
 
     def ack(self, ack_ids: Sequence[str]) -> None:
         """Acknowledge; a failure only means the messages come again, which writes tolerate."""
@@ -210,6 +206,25 @@ class SubscriptionClient:
 
     def close(self) -> None:
         self._subscriber.close()
+
+
+def _received(pulled: Any) -> Received:
+    """One pulled message (a raw protobuf `ReceivedMessage`, untyped: proto-plus makes its class
+    at run time), each field read once (every read of a protobuf field costs).
+
+    The publish time is `Timestamp.ToDatetime`'s, a third of the cost: its nanoseconds cut to
+    microseconds (they are never negative), as an aware datetime in UTC."""
+    message = pulled.message
+    attributes = message.attributes
+    published = message.publish_time
+    return Received(
+        ack_id=pulled.ack_id,
+        message_id=message.message_id,
+        data=message.data,
+        attributes=dict(attributes) if len(attributes) else NO_ATTRIBUTES,
+        publish_time=EPOCH + timedelta(seconds=published.seconds, microseconds=published.nanos // 1000),
+        delivery_attempt=pulled.delivery_attempt,
+    )
 
 
 def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:

@@ -1,0 +1,109 @@
+"""`SubscriptionClient.pull` over a fake of the generated client's `pull`: the request, the
+messages it returns, and its errors translated as every other Pub/Sub call's. The answers are
+protobuf bytes built here field by field, so the expected values are written apart from the
+code's reading of them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from google.api_core import exceptions as google_exceptions
+from google.pubsub_v1.types import PullResponse
+
+from ecom_pipeline import pubsub_io
+from ecom_pipeline.errors import FatalError
+
+PATH = "projects/p/subscriptions/orders_data-sub"
+NEW_YEAR_2026 = 1_767_225_600  # 2026-01-01T00:00:00Z in seconds since the epoch
+
+
+class FakeSubscriber:
+    """The generated client's `pull`: serves one answer (response bytes, decoded as the client
+    decodes them, or the error its call raises) and records each call's arguments."""
+
+    def __init__(self, answer: bytes | BaseException) -> None:
+        self.answer = answer
+        self.calls: list[dict[str, object]] = []
+
+    def pull(self, **arguments: object) -> PullResponse:
+        self.calls.append(arguments)
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return PullResponse.deserialize(self.answer)
+
+
+def client(answer: bytes | BaseException) -> tuple[pubsub_io.SubscriptionClient, FakeSubscriber]:
+    subscriber = FakeSubscriber(answer)
+    return pubsub_io.SubscriptionClient(subscriber, PATH), subscriber
+
+
+def response_bytes() -> bytes:
+    response = PullResponse.pb()()
+    first = response.received_messages.add()
+    first.ack_id = "ack-1"
+    first.delivery_attempt = 3
+    first.message.message_id = "17"
+    first.message.data = b'{"order_id": 1}'
+    first.message.publish_time.seconds = NEW_YEAR_2026 + 61
+    first.message.publish_time.nanos = 250_000_999  # below a microsecond: cut, as ToDatetime does
+    second = response.received_messages.add()
+    second.ack_id = "ack-2"
+    second.message.message_id = "18"
+    second.message.data = b"{}"
+    second.message.attributes["source"] = "web"
+    second.message.publish_time.seconds = NEW_YEAR_2026
+    return response.SerializeToString()
+
+
+def test_a_pull_asks_for_the_subscription_and_the_count_with_its_timeout_and_no_retry():
+    subscription, subscriber = client(PullResponse.pb()().SerializeToString())
+    assert subscription.pull(250, 2.5) == []
+    assert subscriber.calls == [{"subscription": PATH, "max_messages": 250, "timeout": 2.5, "retry": None}]
+
+
+def test_each_pulled_message_keeps_its_ids_data_attributes_publish_time_and_attempt():
+    subscription, _ = client(response_bytes())
+    first, second = subscription.pull(1000, 1.0)
+    assert (first.ack_id, first.message_id, first.data, first.delivery_attempt) == (
+        "ack-1",
+        "17",
+        b'{"order_id": 1}',
+        3,
+    )
+    assert first.publish_time == datetime(2026, 1, 1, 0, 1, 1, 250_000, tzinfo=UTC)
+    assert first.publish_time.utcoffset() == timedelta(0)
+    assert dict(first.attributes) == {}
+    assert (second.ack_id, second.message_id, second.data, second.delivery_attempt) == ("ack-2", "18", b"{}", 0)
+    assert second.publish_time == datetime(2026, 1, 1, tzinfo=UTC)
+    assert dict(second.attributes) == {"source": "web"}
+
+
+def test_a_message_without_attributes_gets_a_mapping_nobody_can_change():
+    subscription, _ = client(response_bytes())
+    first, _ = subscription.pull(1000, 1.0)
+    with pytest.raises(TypeError):
+        first.attributes["error"] = "x"  # type: ignore[index]  # the point: it is read-only
+
+
+def test_a_pull_that_times_out_is_an_empty_pull():
+    subscription, _ = client(google_exceptions.DeadlineExceeded("Deadline Exceeded"))
+    assert subscription.pull(100, 0.5) == []
+
+
+def test_an_unavailable_pubsub_is_waited_for():
+    subscription, _ = client(google_exceptions.ServiceUnavailable("connection refused"))
+    with pytest.raises(pubsub_io.PubSubUnavailable, match="connection refused"):
+        subscription.pull(100, 0.5)
+
+
+def test_a_missing_subscription_stops_the_consumer_naming_it():
+    subscription, _ = client(google_exceptions.NotFound("Subscription does not exist"))
+    with pytest.raises(FatalError, match=f"subscription {PATH} does not exist"):
+        subscription.pull(100, 0.5)
+
+
+def test_refused_credentials_stop_the_consumer():
+    subscription, _ = client(google_exceptions.PermissionDenied("no pull for you"))
+    with pytest.raises(FatalError, match="was refused: no pull for you"):
+        subscription.pull(100, 0.5)
