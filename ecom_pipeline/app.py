@@ -24,8 +24,9 @@ from .handlers import (
     ReplayHandler,
     Store,
 )
-from .metrics import ConsumerMetrics, Health
+from .metrics import ConsumerMetrics
 from .policy import REPLAY_MAX_DELAY, Backoff, DeadLetter, dead_letter_attributes, redact_dead_letter
+from .probes import Health
 from .pubsub_io import Received, SubscriptionPolicy, connect_subscriber, connect_sync_publisher
 
 __all__ = ["Kind", "run_consumer", "wait_until_ready"]

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from ..app import SCRIPTS
 from ..config import CassandraSettings
 from ..consumer import PULL_TIMEOUT
-from ..metrics import ConsumerMetrics, Health, Probes, consumer_metrics, serve
+from ..http_server import serve
+from ..metrics import ConsumerMetrics, consumer_metrics
+from ..probes import Health, Probes
 from .arguments import ConsumerOptions
 
 __all__ = ["consumer_endpoint", "liveness_window", "serve_endpoint", "serve_metrics"]

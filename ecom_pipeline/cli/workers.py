@@ -18,7 +18,8 @@ from prometheus_client import multiprocess
 
 from ..config import CassandraSettings, PubSubSettings
 from ..consumer import ConsumerStats
-from ..metrics import MULTIPROCESS_DIR, WorkerProbes
+from ..metrics import MULTIPROCESS_DIR
+from ..probes import WorkerProbes
 from .arguments import ConsumerOptions
 from .endpoint import liveness_window, serve_endpoint
 from .logs import configure_logging

@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from ..config import ConsumerSettings
 from ..errors import FatalError
 from ..handlers import Handler
-from ..metrics import ConsumerMetrics, Health
+from ..metrics import ConsumerMetrics
 from ..policy import Backoff
+from ..probes import Health
 from ..pubsub_io import Received, Subscription
 from .deferrals import Deferrals
 from .flow import Prefetcher

@@ -12,7 +12,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
-from ..metrics import ConsumerMetrics, Health
+from ..metrics import ConsumerMetrics
+from ..probes import Health
 from .stats import ConsumerStats
 
 __all__ = ["Fanout", "HealthTelemetry", "MetricsTelemetry", "StatsTelemetry", "Telemetry"]
@@ -103,7 +104,7 @@ class MetricsTelemetry:
 
 
 class HealthTelemetry:
-    """What the probes answer (`metrics.Health`): liveness from the rounds, readiness from the calls."""
+    """What the probes answer (`probes.Health`): liveness from the rounds, readiness from the calls."""
 
     def __init__(self, health: Health) -> None:
         self._health = health

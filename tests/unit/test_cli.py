@@ -21,7 +21,7 @@ import pytest
 from ecom_pipeline import cli
 from ecom_pipeline.app import Kind
 from ecom_pipeline.config import ConsumerSettings
-from ecom_pipeline.metrics import serve
+from ecom_pipeline.http_server import serve
 
 from .conftest import ROOT
 

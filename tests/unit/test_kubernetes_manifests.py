@@ -24,7 +24,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_validate  # type: ignore[import-untyped]  # ships no types
 
-from ecom_pipeline import config, consumer, metrics
+from ecom_pipeline import config, consumer, http_server, probes
 from tests.unit.conftest import ROOT
 from tests.unit.deploy_facts import environment_reads, parse_command
 from tests.unit.test_dockerfile import final_stage, only
@@ -453,15 +453,15 @@ def status(port: int, path: str) -> int:
 
 @pytest.mark.parametrize("name", sorted(consumers()))
 def test_the_probes_ask_the_paths_the_script_serves_and_fail_when_it_is_stuck_or_not_ready(name):
-    """The real endpoint (metrics.serve, on loopback): the liveness path answers 503 once the
+    """The real endpoint (http_server.serve, on loopback): the liveness path answers 503 once the
     loop has made no round in its window, the readiness path 503 until both services answered.
     Any other path serves /metrics with 200, so a misspelt probe path would never fail."""
     (container,) = containers(consumers()[name])
     liveness, readiness = container["livenessProbe"]["httpGet"], container["readinessProbe"]["httpGet"]
     assert liveness["port"] == readiness["port"] == "metrics"
-    health = metrics.Health(liveness_window=60.0)
+    health = probes.Health(liveness_window=60.0)
     port = free_port()
-    stop = metrics.serve("127.0.0.1", port, health)
+    stop = http_server.serve("127.0.0.1", port, health)
     try:
         assert (status(port, liveness["path"]), status(port, readiness["path"])) == (200, 503)
         health.set_ready(pubsub=True, cassandra=True)

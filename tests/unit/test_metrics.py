@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry
 from ecom_pipeline import cli
 from ecom_pipeline.app import Kind
 from ecom_pipeline.consumer import Consumer
-from ecom_pipeline.metrics import ConsumerMetrics, Health
+from ecom_pipeline.metrics import ConsumerMetrics
 from ecom_pipeline.policy import Applied, DeadLetter, Defer, Fail, Outcome, Retry
+from ecom_pipeline.probes import Health
 from tests.unit.test_consumer import (
     FakeDeadLetters,
     FakeSubscription,
