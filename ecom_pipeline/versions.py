@@ -45,6 +45,7 @@ TIE_BREAKS = 1000  # the microseconds below one millisecond
 # replay renews a dead letter every 6 days, so a payment may wait for its order this long.
 CLAIM_HORIZON = timedelta(days=90)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)  # built once: building it at every call was half the cost
 SOURCE_MESSAGE_ID = "source_message_id"  # set by this project when it dead-letters
 K = TypeVar("K")
 
@@ -59,7 +60,7 @@ def tie_break(message_id: str) -> int:
 def write_timestamp(first_published: datetime, message_id: str) -> int:
     """The version's `USING TIMESTAMP`: its first publish time's millisecond, in microseconds,
     plus its tie-break."""
-    milliseconds = (as_utc(first_published) - EPOCH) // timedelta(milliseconds=1)
+    milliseconds = (as_utc(first_published) - EPOCH) // MILLISECOND
     return milliseconds * TIE_BREAKS + tie_break(message_id)
 
 

@@ -4,7 +4,7 @@ Expected values are computed here from docs/guarantees.md's rule, not with the m
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -17,6 +17,20 @@ PUBLISHED = datetime(2026, 3, 1, 12, 0, 0, 250_999, tzinfo=UTC)  # 250.999 ms pa
 def test_the_write_timestamp_is_the_millisecond_in_microseconds_plus_the_id_modulo_1000():
     seconds = int((PUBLISHED - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds())
     assert write_timestamp(PUBLISHED, "4000000000000321") == seconds * 1_000_000 + 250_000 + 321
+
+
+@pytest.mark.parametrize(
+    "published",
+    [
+        datetime(2026, 3, 1, 12, 0, 0, 250_999, tzinfo=UTC),
+        datetime(2026, 3, 1, 14, 0, 0, 250_999, tzinfo=timezone(timedelta(hours=2))),  # the same instant
+        datetime(2026, 3, 1, 12, 0, 0, 250_999),  # naive: taken as UTC
+    ],
+)
+def test_the_write_timestamp_of_one_instant_is_one_number_whatever_its_time_zone(published):
+    # 2026-03-01T12:00:00Z is 1,772,366,400 s after the epoch (56 years with 14 leap days, plus
+    # 59 days and 12 hours); the 250th millisecond, then the id's last three digits.
+    assert write_timestamp(published, "4000000000000321") == 1_772_366_400_250_321
 
 
 def test_the_later_millisecond_wins_whatever_the_ids():
