@@ -508,6 +508,20 @@ def test_what_start_up_allocated_is_kept_out_of_the_collectors_scans_while_consu
     assert gc.get_freeze_count() == 0
 
 
+def test_young_collections_are_spaced_out_while_consuming_and_as_they_were_after():
+    before = gc.get_threshold()
+    during: list[tuple[int, ...]] = []
+    subscription = FakeSubscription(to_pull=messages(2))
+    handler = ScriptedHandler(on_call=lambda: during.append(gc.get_threshold()))
+    try:
+        gc.set_threshold(700, 10, 10)  # CPython's defaults
+        consumer(subscription, handler).run()
+        assert during and all(thresholds == (20_000, 10, 10) for thresholds in during)
+        assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.set_threshold(*before)
+
+
 def test_two_batches_are_written_at_once_and_each_is_acked():
     """The second batch is handed to the store while the first is still being written."""
     batch = messages(4)
