@@ -114,16 +114,34 @@ def run(bench: Bench, plan: Plan, dlq: str, drain_rate: float) -> dict[str, obje
 
 
 def attempt(bench: Bench, dlq: str, rate: float, seconds: int) -> Step:
-    """One step: the consumer started and ready, then `rate` x `seconds` orders published at `rate`."""
-    topic, port, count = bench.topic("sustain"), free_port(), round(rate * seconds)
+    """One step: the consumer started and ready, then `rate` x `seconds` orders published at `rate`.
+    Whatever happens, the step's processes are gone and its topic deleted when it returns: a failed
+    step leaves most of its messages behind, and the emulator holds every one of them in memory."""
+    topic = bench.topic("sustain")
+    running: list[Watched] = []
+    try:
+        return measure(bench, dlq, topic, rate, seconds, running)
+    finally:
+        for watched in running:
+            if watched.process.poll() is None:  # a step that failed part-way: our own child
+                watched.process.kill()
+                watched.process.wait(30)
+        bench.drop(topic)
+
+
+def measure(bench: Bench, dlq: str, topic: str, rate: float, seconds: int, running: list[Watched]) -> Step:
+    """The step itself; each process it starts is appended to `running`."""
+    port, count = free_port(), round(rate * seconds)
     consumer = Watched(
         consumer_argv("order_data_consumer.py", topic, dlq, IDLE_EXIT, "--metrics-port", port), bench.env
     )
+    running.append(consumer)
     started = logged_at(*consumer.wait_for_line(r": consuming ", timeout=120), consumer.wall_minus_monotonic)
     producer = Watched(
         [PY, "order_data_producer.py", "--topic", topic, "--count", str(count), "--rate", str(rate), "--seed", "7"],
         bench.env,
     )
+    running.append(producer)
     # The producer's final line comes once its last message is published and confirmed, before
     # its clients close and it exits: the moment to read how many are still outstanding.
     producer.wait_for_line(r"final: ", timeout=3 * seconds + 120)
