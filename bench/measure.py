@@ -18,6 +18,7 @@ from stack.emulator import PUBSUB
 from stack.node import cassandra_node
 
 __all__ = [
+    "CONSUMING",
     "EMULATOR",
     "NODE",
     "CpuTimeline",
@@ -140,7 +141,7 @@ class CpuTimeline:
 # the wall-clock time it was logged, to the millisecond: when the event happened, which a loaded
 # machine can make a line reach the bench a few hundred milliseconds later.
 _TAG = r"(?:\[(?P<tag>[^\]]+)\] )?[\w.]+: "
-_CONSUMING = re.compile(_TAG + r"consuming ")
+CONSUMING = re.compile(_TAG + r"consuming ")
 _IDLE_EXIT = re.compile(_TAG + r"no message for \d+ s, exiting")
 _LOGGED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
 
@@ -165,7 +166,7 @@ def busy_windows(
     starts: dict[str, float] = {}
     ends: dict[str, float] = {}
     for arrived, text in lines:
-        if (start := _CONSUMING.search(text)) is not None:
+        if (start := CONSUMING.search(text)) is not None:
             starts.setdefault(start["tag"] or "", logged_at(arrived, text, wall_minus_monotonic))
         elif (end := _IDLE_EXIT.search(text)) is not None:
             ends[end["tag"] or ""] = logged_at(arrived, text, wall_minus_monotonic) - idle_exit

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..harness import PY, Bench, Plan, Watched, consumer_argv, final_figures
-from ..measure import Window, busy_windows, logged_at, own_cpu
+from ..measure import CONSUMING, Window, busy_windows, logged_at, own_cpu
 
 __all__ = ["Step", "next_rate", "run", "search"]
 
@@ -136,7 +136,7 @@ def measure(bench: Bench, dlq: str, topic: str, rate: float, seconds: int, runni
         consumer_argv("order_data_consumer.py", topic, dlq, IDLE_EXIT, "--metrics-port", port), bench.env
     )
     running.append(consumer)
-    started = logged_at(*consumer.wait_for_line(r": consuming ", timeout=120), consumer.wall_minus_monotonic)
+    started = logged_at(*consumer.wait_for_line(CONSUMING.pattern, timeout=120), consumer.wall_minus_monotonic)
     producer = Watched(
         [PY, "order_data_producer.py", "--topic", topic, "--count", str(count), "--rate", str(rate), "--seed", "7"],
         bench.env,
