@@ -28,7 +28,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.types import BatchSettings, LimitExceededBehavior, PublisherOptions, PublishFlowControl
 from google.pubsub_v1.services.publisher import PublisherClient as RawPublisherClient
-from google.pubsub_v1.types import PubsubMessage
+from google.pubsub_v1.types import AcknowledgeRequest, ModifyAckDeadlineRequest, PubsubMessage
 
 from .config import PubSubSettings
 from .errors import FatalError, PipelineError, ServiceUnavailable
@@ -186,18 +186,20 @@ class SubscriptionClient:
     def ack(self, ack_ids: Sequence[str]) -> None:
         """Acknowledge; a failure only means the messages come again, which writes tolerate."""
         for chunk in _chunks(ack_ids):
+            request = _wrapped(AcknowledgeRequest, subscription=self.path, ack_ids=chunk)
             try:
-                self._subscriber.acknowledge(subscription=self.path, ack_ids=chunk, timeout=RPC_TIMEOUT)
+                self._subscriber.acknowledge(request=request, timeout=RPC_TIMEOUT)
             except google_exceptions.GoogleAPIError as exc:  # also RetryError: its retry gave up
                 log.warning("ack of %d messages failed, they will be redelivered: %s", len(chunk), exc)
 
     def modify_deadline(self, ack_ids: Sequence[str], seconds: int) -> None:
         """Set the lease of these messages to `seconds` from now (0 hands them back at once)."""
         for chunk in _chunks(ack_ids):
+            request = _wrapped(
+                ModifyAckDeadlineRequest, subscription=self.path, ack_ids=chunk, ack_deadline_seconds=seconds
+            )
             try:
-                self._subscriber.modify_ack_deadline(
-                    subscription=self.path, ack_ids=chunk, ack_deadline_seconds=seconds, timeout=RPC_TIMEOUT
-                )
+                self._subscriber.modify_ack_deadline(request=request, timeout=RPC_TIMEOUT)
             except google_exceptions.GoogleAPIError as exc:  # also RetryError: its retry gave up
                 log.warning("modify_ack_deadline(%ds) of %d messages failed: %s", seconds, len(chunk), exc)
 
@@ -225,6 +227,14 @@ def _received(pulled: Any) -> Received:
         publish_time=EPOCH + timedelta(seconds=published.seconds, microseconds=published.nanos // 1000),
         delivery_attempt=pulled.delivery_attempt,
     )
+
+
+def _wrapped(request_type: Any, **fields: object) -> Any:
+    """A request of the generated client's (proto-plus) type, built as the raw protobuf and
+    wrapped without a copy: given the ids as a keyword, proto-plus converts them one by one in
+    Python, about a microsecond each (530 us for 500 ids, against 13 us built raw), a cost per
+    message on every ack and every lease change."""
+    return request_type.wrap(request_type.pb()(**fields))
 
 
 def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:

@@ -23,7 +23,7 @@ from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionException
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
 from google.api_core import exceptions as google_exceptions
-from google.pubsub_v1.types import PubsubMessage
+from google.pubsub_v1.types import AcknowledgeRequest, ModifyAckDeadlineRequest, PubsubMessage
 
 from ecom_pipeline import cassandra_io, pubsub_io
 from ecom_pipeline.cassandra_io import (
@@ -295,6 +295,36 @@ def test_a_batch_refused_for_good_is_split_and_the_others_keep_their_outcome():
 @pytest.mark.parametrize(("rows", "per_batch"), [(1, 1), (50, 1), (51, 2), (300, 6), (1000, 20), (50_000, 20)])
 def test_a_call_is_spread_over_enough_batches_to_keep_the_node_busy(rows, per_batch):
     assert rows_per_batch(rows) == per_batch
+
+
+class RecordingSubscriber:
+    """The generated client's acknowledge and modify_ack_deadline, keeping what each request said."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, list[str], int | None]] = []
+
+    def acknowledge(self, *, request: AcknowledgeRequest, timeout: float) -> None:
+        self.requests.append(("ack", request.subscription, list(request.ack_ids), None))
+
+    def modify_ack_deadline(self, *, request: ModifyAckDeadlineRequest, timeout: float) -> None:
+        self.requests.append(("lease", request.subscription, list(request.ack_ids), request.ack_deadline_seconds))
+
+
+def test_acks_and_lease_changes_carry_every_id_once_in_requests_of_at_most_a_thousand():
+    subscriber = RecordingSubscriber()
+    client = pubsub_io.SubscriptionClient(subscriber, "projects/p/subscriptions/s")
+    ids = [f"ack-{k}" for k in range(2_500)]
+    client.ack(ids)
+    client.modify_deadline(ids[:3], 60)
+    client.nack(["ack-7"])
+    path = "projects/p/subscriptions/s"
+    assert subscriber.requests == [
+        ("ack", path, ids[:1000], None),
+        ("ack", path, ids[1000:2000], None),
+        ("ack", path, ids[2000:], None),
+        ("lease", path, ["ack-0", "ack-1", "ack-2"], 60),
+        ("lease", path, ["ack-7"], 0),
+    ]
 
 
 class UnreachableSubscriber:
