@@ -33,7 +33,15 @@ from cassandra.concurrent import execute_concurrent
 from cassandra.connection import ConnectionException
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
-from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedStatement, SimpleStatement, Statement
+from cassandra.query import (
+    BatchStatement,
+    BatchType,
+    BoundStatement,
+    PreparedStatement,
+    SimpleStatement,
+    Statement,
+    tuple_factory,
+)
 
 from .config import CassandraSettings
 from .errors import FatalStoreError, StoreError, TransientStoreError
@@ -83,6 +91,10 @@ MAX_BATCH_BYTES = 4608  # estimated; 512 bytes under Cassandra's batch_size_warn
 CELL_OVERHEAD = 20
 BATCH_CONCURRENCY = 256
 MAX_READ_GROUP = 50  # orders per existence query (IN), grouped by replicas: measured best here
+# The existence reads' execution profile: rows as plain tuples. The driver's default row factory
+# builds a new namedtuple class for every result, which was a quarter of the reads' CPU here
+# (10.9 against 8.3 us per order looked up).
+READS = "existence reads"
 
 # Worth waiting for: the cluster is unreachable, overloaded, short of live replicas or timing
 # out. A replica that answers with a failure (Read/WriteFailure, a failing function, an invalid
@@ -336,12 +348,14 @@ class FactStore:
         for positions in groups:
             ids = [unique[p] for p in positions]
             queries.append((_Routed(self._statements.orders_exist, (ids,), routing[positions[0]]), None))
-        results = execute_concurrent(self._session, queries, concurrency=BATCH_CONCURRENCY, raise_on_first_error=False)
+        results = execute_concurrent(
+            self._session, queries, concurrency=BATCH_CONCURRENCY, raise_on_first_error=False, execution_profile=READS
+        )
         found: set[int] = set()
         failed: dict[int, StoreError] = {}
         for positions, (ok, result) in zip(groups, results, strict=True):
             if ok:
-                found.update(row.order_id for row in result)
+                found.update(order_id for (order_id,) in result)
             else:
                 error = translate_error(result)
                 failed.update((unique[p], error) for p in positions)
@@ -425,17 +439,21 @@ def _cluster(settings: CassandraSettings) -> Cluster:
         if settings.username
         else None
     )
-    profile = ExecutionProfile(
-        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.local_dc)),
-        consistency_level=ConsistencyLevel.name_to_value[settings.consistency],
-        request_timeout=settings.request_timeout,
-    )
+
+    def profile(**rows: object) -> ExecutionProfile:
+        return ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.local_dc)),
+            consistency_level=ConsistencyLevel.name_to_value[settings.consistency],
+            request_timeout=settings.request_timeout,
+            **rows,
+        )
+
     return Cluster(
         list(settings.hosts),
         port=settings.port,
         auth_provider=auth,
         ssl_context=settings.tls.ssl_context() if settings.tls else None,
-        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile(), READS: profile(row_factory=tuple_factory)},
         protocol_version=5,
         # The driver's default backoff grows to 10 minutes between reconnection attempts; a
         # consumer riding out an outage should notice the node's return within seconds.

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from cassandra import InvalidRequest, ReadTimeout, Unauthorized, WriteTimeout
@@ -73,10 +73,6 @@ STATEMENTS = _Statements(
     update_payment=prepared(b"update payment", PAYMENT_COLUMNS, partition_key=6),
 )
 BY_QUERY_ID = {s.query_id: s for s in vars(STATEMENTS).values()}
-
-
-class Row(NamedTuple):
-    order_id: int
 
 
 @dataclass
@@ -158,7 +154,9 @@ class FakeCassandra:
         if replicas in self.failing:
             outcome = self.failing[replicas]
         elif request.kind == "read":
-            outcome = [Row(order_id) for order_id in request.order_ids() if order_id in self.existing]
+            outcome = [
+                (order_id,) for order_id in request.order_ids() if order_id in self.existing
+            ]  # tuple rows (READS)
         else:
             refusals = [self.refused[i] for i in request.order_ids() if i in self.refused]
             outcome = refusals[0] if refusals else []
