@@ -3,11 +3,16 @@ measure Cassandra's side of the ceiling. Prints one JSON line: {"rows", "started
 (monotonic seconds, the same clock in every process, so that several processes' spans can be put
 together and laid on the bench's CPU samples of the node), and "work_cpu": this process's CPU
 seconds from connected to the last row written, building and validating the rows included (as a
-consumer's drain window includes decoding and validating), its start-up excluded.
+consumer's drain window includes decoding and validating), its start-up excluded, and "rows_cpu":
+the part of it spent building and validating the rows.
 
 Usage: insert_load.py FIRST_ID COUNT --concurrency C   single statements, C in flight
        insert_load.py FIRST_ID COUNT --batched         the consumers' own write path: UNLOGGED
                                                        batches grouped by replica (FactStore)
+       insert_load.py FIRST_ID COUNT --batched --calls K --call-rows R
+                                                       the same, in calls of R rows from K
+                                                       threads at once, as a consumer's batch
+                                                       workers write (else one call of COUNT)
 (CASSANDRA_* from the environment)
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -39,23 +45,30 @@ def main() -> None:
     parser.add_argument("count", type=int)
     parser.add_argument("--concurrency", type=int, default=512)
     parser.add_argument("--batched", action="store_true", help="write as the consumers do, in batches")
+    parser.add_argument("--calls", type=int, default=1, help="with --batched: calls in flight at once")
+    parser.add_argument("--call-rows", type=int, default=0, help="with --batched: rows a call (0: all in one)")
     args = parser.parse_args()
     settings = CassandraSettings.from_env(os.environ)  # the consumers' driver settings
     write: Callable[[list[tuple[object, ...]], int], None]
     if args.batched:
         store = connect(settings, reads=False)
-        write, close = partial(write_batched, store), store.close
+        write, close = partial(write_in_calls, partial(write_batched, store), args.calls, args.call_rows), store.close
     else:
         cluster, session = connect_session(settings, settings.keyspace)
         write, close = partial(write_single, session, session.prepare(INSERT_ORDER), args.concurrency), cluster.shutdown
     work_started = time.process_time()
     orders = rows(args.first_id, args.count)
+    rows_cpu = time.process_time() - work_started
     started = time.monotonic()
     write(orders, int(time.time() * 1e6))
     ended = time.monotonic()
     work_cpu = time.process_time() - work_started
     close()
-    print(json.dumps({"rows": len(orders), "started": started, "ended": ended, "work_cpu": work_cpu}))
+    print(
+        json.dumps(
+            {"rows": len(orders), "started": started, "ended": ended, "work_cpu": work_cpu, "rows_cpu": rows_cpu}
+        )
+    )
 
 
 def rows(first_id: int, count: int) -> list[tuple[object, ...]]:
@@ -72,6 +85,43 @@ def write_batched(store: FactStore, orders: list[tuple[object, ...]], now: int) 
         return [row for row, error in zip(pending, errors, strict=True) if error is not None]
 
     write_all([(values, now) for values in orders], round_of)
+
+
+def write_in_calls(
+    write: Callable[[list[tuple[object, ...]], int], None],
+    calls: int,
+    call_rows: int,
+    orders: list[tuple[object, ...]],
+    now: int,
+) -> None:
+    """`orders` in calls of `call_rows` rows (0: one call), `calls` of them at once from as many
+    threads, each thread taking the next rows as its call ends."""
+    size = call_rows or len(orders)
+    if size >= len(orders):
+        write(orders, now)
+        return
+    starts = iter(range(0, len(orders), size))
+    taking = threading.Lock()
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            while True:
+                with taking:
+                    start = next(starts, None)
+                if start is None:
+                    return
+                write(orders[start : start + size], now)
+        except BaseException as exc:  # raised in the main thread once every thread has ended
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
 
 
 def write_single(

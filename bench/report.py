@@ -41,6 +41,11 @@ LABELS = [  # key, row label, chart label
         "ceiling: prepared INSERTs in UNLOGGED batches grouped by replica, 1 process, no Pub/Sub",
         "ceiling: batched INSERTs",
     ),
+    (
+        "ceiling_batched_shaped_msgs",
+        "the same batches, shaped like the order drain's writes: calls of 550 rows, 4 at once, no Pub/Sub",
+        "batched INSERTs, shaped like a drain",
+    ),
 ]
 
 RATIOS = {  # name: (numerator, denominator); computed within each repeat, then the median
@@ -53,6 +58,16 @@ RATIOS = {  # name: (numerator, denominator); computed within each repeat, then 
     "order consumer, 2 workers / best INSERT ceiling": ("order_consumer_2w_msgs", "ceiling_inserts_msgs"),
     "payment consumer / order consumer": ("payment_consumer_msgs", "order_consumer_msgs"),
     "best INSERT ceiling / orders baseline": ("ceiling_inserts_msgs", "baseline_orders_msgs"),
+    # The node's target below, taken apart: the drain's write shape alone (no Pub/Sub), then the
+    # rest of the drain (Pub/Sub and the consumer on the same cores) against that shape.
+    "node CPU per 10k, batched shaped like a drain / batched ceiling": (
+        "ceiling_batched_shaped_window_node_cpu10k",
+        "ceiling_batched_window_node_cpu10k",
+    ),
+    "node CPU per 10k, order drain / batched shaped like it": (
+        "order_consumer_window_node_cpu10k",
+        "ceiling_batched_shaped_window_node_cpu10k",
+    ),
 }
 
 TARGETS = {  # name: (numerator, denominator, the most it may be); issue 26's, within each repeat as RATIOS
@@ -86,8 +101,8 @@ CPU_LEGEND = (
     "CPU seconds per 10,000 messages (user + system): *whole run*, the process and its workers from"
     " start to exit; *own*, *node*, *emulator*, over the working window only: a consumer from its"
     " start-up done (its `consuming` line) to its last batch settled (its idle exit less the idle"
-    " time), with the Cassandra node(s) and the emulator over that span; the batched ceiling's loader"
-    " from connected to its last row written (building and validating the rows included), with the"
+    " time), with the Cassandra node(s) and the emulator over that span; the batched loaders"
+    " from connected to their last row written (building and validating the rows included), with the"
     " node and the emulator while the rows were written; the pull + ack ceilings' emulator over the pulls."
 )
 
@@ -222,7 +237,14 @@ def cpu_paragraph(median: dict[str, float]) -> str:
         f" {consumer:.2f} in the consumer, {node:.2f} in Cassandra and {emulator:.2f} in the emulator,"
         f" {consumer + node + emulator:.2f} in all; the batched ceiling used"
         f" {median['ceiling_batched_window_node_cpu10k']:.2f} in Cassandra and"
-        f" {median['ceiling_batched_window_cpu10k']:.2f} in its loader."
+        f" {median['ceiling_batched_window_cpu10k']:.2f} in its loader"
+        + (
+            f" ({median['ceiling_batched_rows_cpu10k']:.2f} of it building and validating the rows, so"
+            f" {median['ceiling_batched_window_cpu10k'] - median['ceiling_batched_rows_cpu10k']:.2f} writing them)"
+            if "ceiling_batched_rows_cpu10k" in median
+            else ""
+        )
+        + "."
     ) + (
         " The emulator alone, pull + ack with no database, used"
         f" {median['ceiling_pull_ack_window_emulator_cpu10k']:.2f} with each pull's messages acked before the"
@@ -240,6 +262,7 @@ CPU_ROWS = [  # the chart's CPU panel: row prefix, label
     ("payment_consumer", "payment consumer"),
     ("payment_consumer_2w", "payment consumer, 2 workers"),
     ("ceiling_batched", "batched ceiling (loader)"),
+    ("ceiling_batched_shaped", "batched, shaped like a drain"),
 ]
 
 

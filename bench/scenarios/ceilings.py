@@ -15,12 +15,17 @@ from ..measure import EMULATOR, NODE, StackCpu, children_cpu
 __all__ = ["run"]
 
 log = logging.getLogger(__name__)
+# The order consumer's writes in a drain, for a load shaped like them: its batch workers
+# (`--batches-in-flight`, 4) each write what one take brought, about 550 rows on average here (a
+# pull brings at most 100; the workers take what the pullers have buffered meanwhile).
+CONSUMER_CALLS = (4, 550)
 
 
 def run(bench: Bench, plan: Plan, dlq: str) -> Figures:
     """Pull + ack rates (acked at once, and one pull late) with the emulator's CPU over the pulls,
     the INSERT rates from one process and from two, the batched rate with its loader's, node's and
-    emulator's CPU, and the best of them."""
+    emulator's CPU, the same shaped like the order consumer's writes (`ceiling_batched_shaped_`),
+    and the best of them."""
     log.info("raw ceilings, %d messages each", plan.n)
     n = plan.n
     figures: Figures = {}
@@ -38,6 +43,10 @@ def run(bench: Bench, plan: Plan, dlq: str) -> Figures:
     figures["ceiling_inserts_2p_msgs"], _ = ceiling_inserts(bench, n, processes=2, concurrency=256)
     figures["ceiling_batched_msgs"], cpu = ceiling_inserts(bench, n, processes=1, concurrency=0, batched=True)
     figures.update({f"ceiling_batched_{key}": value for key, value in cpu.items()})
+    figures["ceiling_batched_shaped_msgs"], cpu = ceiling_inserts(
+        bench, n, processes=1, concurrency=0, batched=True, calls=CONSUMER_CALLS
+    )
+    figures.update({f"ceiling_batched_shaped_{key}": value for key, value in cpu.items()})
     figures["ceiling_inserts_msgs"] = max(
         figures["ceiling_inserts_1p_msgs"], figures["ceiling_inserts_2p_msgs"], figures["ceiling_batched_msgs"]
     )
@@ -72,19 +81,31 @@ def ceiling_pull_ack(bench: Bench, topic: str, n: int, ack_late: bool = False) -
 
 
 def ceiling_inserts(
-    bench: Bench, n: int, processes: int, concurrency: int, batched: bool = False
+    bench: Bench,
+    n: int,
+    processes: int,
+    concurrency: int,
+    batched: bool = False,
+    calls: tuple[int, int] = (1, 0),
 ) -> tuple[float, Figures]:
     """Prepared INSERTs of n orders through the driver from `processes` processes at once, no
     Pub/Sub: Cassandra's side alone, on an empty table as the consumers had it. `batched`: in
-    the consumers' own UNLOGGED batches grouped by replica, else single statements. The rate,
-    and CPU seconds per 10,000 rows: the loading processes' over their whole runs (`cpu10k`,
-    generating the rows included) and over their work (`window_cpu10k`: connected to the last row
-    written, as each measured itself), and the node(s)' and the emulator's while the rows were
-    written (`window_node_cpu10k`, `window_emulator_cpu10k`)."""
+    the consumers' own UNLOGGED batches grouped by replica, else single statements; `calls`
+    (threads, rows a call), with `batched`: in calls of that many rows, that many at once (else
+    all of a process's rows in one call). The rate, and CPU seconds per 10,000 rows: the loading
+    processes' over their whole runs (`cpu10k`, generating the rows included) and over their work
+    (`window_cpu10k`: connected to the last row written, as each measured itself; `rows_cpu10k`:
+    the part of it that built and validated the rows), and the node(s)' and the emulator's while
+    the rows were written (`window_node_cpu10k`, `window_emulator_cpu10k`)."""
     bench.truncate()
     cpu_before = children_cpu()
     share = n // processes
-    mode = ["--batched"] if batched else ["--concurrency", str(concurrency)]
+    threads, call_rows = calls
+    mode = (
+        ["--batched", "--calls", str(threads), "--call-rows", str(call_rows)]
+        if batched
+        else ["--concurrency", str(concurrency)]
+    )
     stack = StackCpu()
     loads = [
         Watched([PY, "-m", "bench.insert_load", str(1 + k * share), str(share), *mode], bench.env, stack=stack)
@@ -104,6 +125,7 @@ def ceiling_inserts(
     return float(rows / (written[1] - written[0])), {
         "cpu10k": loader * per10k,
         "window_cpu10k": sum(s["work_cpu"] for s in spans) * per10k,
+        "rows_cpu10k": sum(s["rows_cpu"] for s in spans) * per10k,
         "window_node_cpu10k": timeline.between(NODE, written) * per10k,
         "window_emulator_cpu10k": timeline.between(EMULATOR, written) * per10k,
     }

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import time
 
-from ..harness import ROOT, Bench, Figures, Plan, consumer_argv, final_figures, produce
+from ..harness import Bench, Figures, Plan, Watched, consumer_argv, final_figures, produce
+from ..measure import CONSUMING
 
 __all__ = ["run"]
 
@@ -19,17 +18,12 @@ def run(bench: Bench, plan: Plan, dlq: str) -> Figures:
     log.info("latency at %d msg/s for %d s", plan.latency_rate, plan.latency_seconds)
     figures: Figures = {}
     orders = bench.topic("latency")
-    consumer = subprocess.Popen(
-        consumer_argv("order_data_consumer.py", orders, dlq, 5),
-        cwd=ROOT,
-        env=bench.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    time.sleep(3)  # the consumer connects before the first message is published
+    consumer = Watched(consumer_argv("order_data_consumer.py", orders, dlq, 5), bench.env)
+    # Its start-up done (connected, checks passed) before the first message is published.
+    consumer.wait_for_line(CONSUMING.pattern, timeout=120)
     produce(bench, "order_data_producer.py", orders, plan.latency_rate * plan.latency_seconds, rate=plan.latency_rate)
-    output = consumer.communicate(timeout=120)[0].decode(errors="replace")
-    for key, value in final_figures(output).items():
+    consumer.wait(timeout=120)
+    for key, value in final_figures(consumer.output).items():
         if key in {"p50", "p90", "p99", "max"}:
             figures[f"latency_{key}_ms"] = value
     return figures

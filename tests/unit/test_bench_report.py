@@ -61,6 +61,9 @@ CANNED: dict[str, float] = {
     "ceiling_batched_window_cpu10k": 3.0,
     "ceiling_batched_window_node_cpu10k": 1.2,
     "ceiling_batched_window_emulator_cpu10k": 0.1,
+    "ceiling_batched_rows_cpu10k": 0.75,
+    "ceiling_batched_shaped_msgs": 12_000,
+    "ceiling_batched_shaped_window_node_cpu10k": 1.25,
     "ceiling_inserts_msgs": 16_000,
     "latency_p50_ms": 70,
     "latency_p90_ms": 110,
@@ -233,7 +236,19 @@ def test_the_cpu_paragraph_adds_up_the_consumer_the_node_and_the_emulator():
     [paragraph] = [line for line in table_of([repeat()]) if line.startswith("CPU seconds per 10,000 orders")]
     assert "used 4.50 in the consumer, 1.50 in Cassandra and 2.00 in the emulator, 8.00 in all" in paragraph
     assert "the batched ceiling used 1.20 in Cassandra and 3.00 in its loader" in paragraph
+    assert "(0.75 of it building and validating the rows, so 2.25 writing them)" in paragraph
     assert "with each pull's messages acked before the next pull and 3.00 with them acked one pull late" in paragraph
+
+
+def test_the_nodes_target_is_taken_apart_into_the_write_shape_and_the_rest_of_the_drain():
+    runs = [
+        repeat(ceiling_batched_shaped_window_node_cpu10k=1.8),  # shape 1.8/1.2, the rest 1.5/1.8
+        repeat(),  # shape 1.25/1.2, the rest 1.5/1.25
+        repeat(ceiling_batched_shaped_window_node_cpu10k=1.5, order_consumer_window_node_cpu10k=3.0),
+    ]
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:3] for line in table_of(runs) if " | " in line}
+    assert rows["node CPU per 10k, batched shaped like a drain / batched ceiling"] == ["1.25", "1.50, 1.04, 1.25"]
+    assert rows["node CPU per 10k, order drain / batched shaped like it"] == ["1.20", "0.83, 1.20, 2.00"]
 
 
 def test_redraw_reads_the_json_it_wrote(tmp_path: Path, monkeypatch):
@@ -291,6 +306,13 @@ def test_a_repeat_runs_every_scenario_in_order_on_one_dead_letter_topic(monkeypa
     bench, plan = FakeBench(), Plan(n=10, baseline_n=5, latency_rate=3, latency_seconds=2)
     assert run.one_repeat(bench, plan) == {"a": 1.0, "b": 2.0}  # type: ignore[arg-type]  # a fake Bench
     assert calls == [("first", plan, "dlq-1"), ("second", plan, "dlq-1")] and bench.topics == ["dlq"]
+
+
+def test_the_node_is_warmed_up_by_batched_loads_whose_figures_are_not_kept(monkeypatch):
+    loads = []
+    monkeypatch.setattr(run.ceilings, "ceiling_inserts", lambda bench, n, **how: loads.append((n, how)) or (1.0, {}))
+    run.warm_up(FakeBench(), Plan(n=10, baseline_n=5, latency_rate=3, latency_seconds=2))  # type: ignore[arg-type]  # a fake Bench
+    assert loads == [(10, {"processes": 1, "concurrency": 0, "batched": True})] * run.WARM_UP_LOADS
 
 
 def test_a_helper_scripts_figures_are_its_last_json_line_even_with_a_log_line_after_it():
