@@ -32,7 +32,7 @@ class Recorder:
             raise SystemExit("insert load: the node is down")
 
 
-ROWS = [(order_id, "row") for order_id in range(1, 1_001)]
+ROWS: list[tuple[object, ...]] = [(order_id, "row") for order_id in range(1, 1_001)]
 
 
 def test_every_row_is_written_once_in_calls_of_at_most_the_size_and_that_many_at_once():

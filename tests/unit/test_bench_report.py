@@ -12,7 +12,7 @@ import pytest
 from bench import run
 from bench.harness import Plan, describe_stack, last_json
 from bench.report import chart, report
-from bench.scenarios import sustained
+from bench.scenarios import ceilings, sustained
 
 # Every figure one repeat takes, at round values; a test changes the few it looks at.
 CANNED: dict[str, float] = {
@@ -310,7 +310,12 @@ def test_a_repeat_runs_every_scenario_in_order_on_one_dead_letter_topic(monkeypa
 
 def test_the_node_is_warmed_up_by_batched_loads_whose_figures_are_not_kept(monkeypatch):
     loads = []
-    monkeypatch.setattr(run.ceilings, "ceiling_inserts", lambda bench, n, **how: loads.append((n, how)) or (1.0, {}))
+
+    def load(bench, n, **how):
+        loads.append((n, how))
+        return 1.0, {}
+
+    monkeypatch.setattr(ceilings, "ceiling_inserts", load)
     run.warm_up(FakeBench(), Plan(n=10, baseline_n=5, latency_rate=3, latency_seconds=2))  # type: ignore[arg-type]  # a fake Bench
     assert loads == [(10, {"processes": 1, "concurrency": 0, "batched": True})] * run.WARM_UP_LOADS
 
