@@ -237,6 +237,18 @@ def test_each_batch_holds_only_rows_with_the_same_replicas_and_every_row_is_sent
     assert {request.kind for request in cassandra.written()} == {"batch"}
 
 
+def test_rows_whose_replicas_are_listed_in_another_order_share_their_batches(cassandra, monkeypatch):
+    # The token map lists a range's replicas from its primary on: one replica set, several orders.
+    def listed(keyspace: str, routing_key: bytes) -> list[Any]:
+        hosts = FakeCassandra.get_replicas(cassandra, keyspace, routing_key)
+        return hosts[::-1] if LongType.deserialize(routing_key, PROTOCOL) % 2 else hosts
+
+    monkeypatch.setattr(cassandra, "get_replicas", listed)
+    rows = [payment_row(3 * k) for k in range(1, 991)]  # one replica set, half of it listed reversed
+    assert store_on(cassandra).update_payments(rows) == [None] * 990
+    assert sorted(batch_sizes(cassandra.written()), reverse=True) == [20] * 49 + [10]
+
+
 def test_a_thousand_payments_on_one_replica_set_go_in_fifty_batches_of_twenty(cassandra):
     # A payment is about 200 bytes as the batch size check counts them: the row cap binds first.
     rows = [payment_row(3 * k) for k in range(1, 1_001)]  # ids divisible by 3: one replica set
