@@ -7,7 +7,6 @@ the integration tests. Handlers are scripted: each call returns the next list of
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import signal
 import threading
@@ -338,7 +337,7 @@ def test_a_stop_settles_what_is_held_within_the_grace_period_instead_of_handing_
 
 
 def at_attempt(message: Received, attempt: int) -> Received:
-    return dataclasses.replace(message, delivery_attempt=attempt)
+    return message._replace(delivery_attempt=attempt)
 
 
 @pytest.mark.parametrize(("limit", "first"), [(100, 90), (5, 4), (10, 9), (20, 18), (None, None)])

@@ -79,6 +79,29 @@ def test_each_pulled_message_keeps_its_ids_data_attributes_publish_time_and_atte
     assert dict(second.attributes) == {"source": "web"}
 
 
+def test_messages_of_one_publish_share_its_time_and_each_change_of_time_is_seen():
+    response = PullResponse.pb()()
+    stamps = [(NEW_YEAR_2026, 5_000), (NEW_YEAR_2026, 5_000), (NEW_YEAR_2026, 7_000), (NEW_YEAR_2026 + 1, 5_000)]
+    stamps += [(NEW_YEAR_2026, 5_000), (0, 0), (0, 0)]  # back to an earlier one; the epoch itself
+    for number, (seconds, nanos) in enumerate(stamps):
+        message = response.received_messages.add()
+        message.ack_id = f"ack-{number}"
+        message.message.publish_time.seconds = seconds
+        message.message.publish_time.nanos = nanos
+    subscription, _ = client(response.SerializeToString())
+    times = [message.publish_time for message in subscription.pull(1000, 1.0)]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert times == [
+        start + timedelta(microseconds=5),
+        start + timedelta(microseconds=5),
+        start + timedelta(microseconds=7),
+        start + timedelta(seconds=1, microseconds=5),
+        start + timedelta(microseconds=5),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(1970, 1, 1, tzinfo=UTC),
+    ]
+
+
 def test_a_message_without_attributes_gets_a_mapping_nobody_can_change():
     subscription, _ = client(response_bytes())
     first, _ = subscription.pull(1000, 1.0)
