@@ -223,8 +223,9 @@ def _all_received(pulled: Iterable[Any]) -> list[Received]:
         message = one.message
         attributes = message.attributes
         published = message.publish_time
-        if (published.seconds, published.nanos) != stamp:
-            stamp = (published.seconds, published.nanos)
+        read = (published.seconds, published.nanos)
+        if read != stamp:
+            stamp = read
             publish_time = EPOCH + timedelta(seconds=stamp[0], microseconds=stamp[1] // 1000)
         received.append(
             Received(
