@@ -280,5 +280,11 @@ def final_counts(output: str, prefix: str = "final: ") -> dict[str, int]:
     return summary_counts(output.rsplit(prefix, 1)[1].splitlines()[0])
 
 
+def applied_so_far(output: str) -> int:
+    """`applied=` of a consumer's last progress line (`--stats-interval`); 0 before its first."""
+    lines = [line for line in output.splitlines() if " applied=" in line]
+    return summary_counts(lines[-1])["applied"] if lines else 0
+
+
 def consumer_args(topics: Topics, source: str, dead_letter: str, *extra: object) -> list[object]:
     return ["--subscription", topics.sub(source), "--dead-letter-topic", topics.name(dead_letter), *extra]
