@@ -12,7 +12,7 @@ import pytest
 from bench import run
 from bench.harness import Plan, describe_stack, last_json
 from bench.report import chart, report
-from bench.scenarios import ceilings, sustained
+from bench.scenarios import ceilings, drains, producers, sustained
 
 # Every figure one repeat takes, at round values; a test changes the few it looks at.
 CANNED: dict[str, float] = {
@@ -308,16 +308,78 @@ def test_a_repeat_runs_every_scenario_in_order_on_one_dead_letter_topic(monkeypa
     assert calls == [("first", plan, "dlq-1"), ("second", plan, "dlq-1")] and bench.topics == ["dlq"]
 
 
-def test_the_node_is_warmed_up_by_batched_loads_whose_figures_are_not_kept(monkeypatch):
-    loads = []
+class WarmingBench(FakeBench):
+    def __init__(self, calls: list[object]) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def truncate(self) -> None:
+        self.calls.append(("truncate",))
+
+
+def warm_up_with(monkeypatch, node_costs: list[float]) -> tuple[list[float], list[object], WarmingBench]:
+    """`run.warm_up` with the loads, publishes and drains recorded, the drains costing the node
+    `node_costs` in turn: what it returned, the calls in order, and the bench."""
+    calls: list[object] = []
+    costs = iter(node_costs)
 
     def load(bench, n, **how):
-        loads.append((n, how))
+        calls.append(("load", n, how))
         return 1.0, {}
 
+    def publish(bench, kind, topic, n, suffix):
+        calls.append(("publish", kind, topic, n))
+        return {}
+
+    def consume(bench, script, topic, dlq, n, workers):
+        calls.append(("drain", script, topic, dlq, n, workers))
+        return {"window_node_cpu10k": next(costs)}
+
     monkeypatch.setattr(ceilings, "ceiling_inserts", load)
-    run.warm_up(FakeBench(), Plan(n=10, baseline_n=5, latency_rate=3, latency_seconds=2))  # type: ignore[arg-type]  # a fake Bench
-    assert loads == [(10, {"processes": 1, "concurrency": 0, "batched": True})] * run.WARM_UP_LOADS
+    monkeypatch.setattr(producers, "publish", publish)
+    monkeypatch.setattr(drains, "consume", consume)
+    bench = WarmingBench(calls)
+    kept = run.warm_up(bench, Plan(n=10, baseline_n=5, latency_rate=3, latency_seconds=2))  # type: ignore[arg-type]  # a fake Bench
+    return kept, calls, bench
+
+
+def test_the_node_is_warmed_up_by_batched_loads_then_drains_until_two_agree(monkeypatch):
+    # The four drains measured after two loads on a fresh node, then one within 10 % of the last.
+    kept, calls, bench = warm_up_with(monkeypatch, [2.35, 2.02, 1.60, 1.41, 1.35, 9.0])
+    assert kept == [2.35, 2.02, 1.60, 1.41, 1.35]
+    load = ("load", 10, {"processes": 1, "concurrency": 0, "batched": True})
+    drained = [
+        call
+        for k in range(5)
+        for call in (
+            ("truncate",),
+            ("publish", "orders", f"orders-{k + 2}", 10),
+            ("drain", "order_data_consumer.py", f"orders-{k + 2}", "dlq-1", 10, 1),
+        )
+    ]
+    assert calls == [load, load, *drained]
+    assert bench.topics == ["dlq"] + ["orders"] * 5
+
+
+def test_the_warm_up_stops_after_its_last_drain_even_when_no_two_agree(monkeypatch):
+    kept, _, _ = warm_up_with(monkeypatch, [4.0, 3.0, 2.0, 1.0, 2.0, 1.0, 0.5])
+    assert kept == [4.0, 3.0, 2.0, 1.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("costs", "agree"),
+    [
+        ([], False),
+        ([1.0], False),
+        ([1.0, 1.09], True),  # within 10 % of the smaller
+        ([1.09, 1.0], True),
+        ([1.0, 1.11], False),
+        ([5.0, 1.0, 1.05], True),  # only the last two count
+        ([1.0, 1.05, 5.0], False),
+    ],
+)
+def test_two_drains_agree_when_each_is_within_a_tenth_of_the_other(costs, agree):
+    assert run.warmed(costs) is agree
 
 
 def test_a_helper_scripts_figures_are_its_last_json_line_even_with_a_log_line_after_it():
