@@ -16,6 +16,7 @@ from pathlib import Path
 
 from stack.emulator import PUBSUB
 from stack.node import cassandra_node
+from stack.service import LocalService
 
 __all__ = [
     "CONSUMING",
@@ -77,8 +78,8 @@ class StackCpu:
 
     def __init__(self) -> None:
         nodes = int(os.environ.get("CASSANDRA_NODES", "1"))
-        self.nodes = [pid for k in range(1, nodes + 1) if (pid := cassandra_node(k, nodes).pid()) is not None]
-        self.emulator = [pid for pid in [PUBSUB.pid()] if pid is not None]
+        self.nodes = [_own_pid(cassandra_node(k, nodes)) for k in range(1, nodes + 1)]
+        self.emulator = [_own_pid(PUBSUB)]
         self._last = self.now()
 
     def now(self) -> tuple[float, float]:
@@ -89,6 +90,19 @@ class StackCpu:
         """(node CPU seconds, emulator CPU seconds) since the last call (or since built)."""
         previous, self._last = self._last, self.now()
         return self._last[0] - previous[0], self._last[1] - previous[1]
+
+
+def _own_pid(service: LocalService) -> int:
+    """The service's pid; a `RuntimeError` when this checkout's is not running (`localstack up`
+    reuses any stack that answers on its ports), where its CPU would read as 0, a cost of nothing."""
+    pid = service.pid()
+    if pid is None:
+        raise RuntimeError(
+            f"{service.name} is not running from this checkout, so its CPU cannot be measured:"
+            " `make bench` starts it, unless another checkout's answers on its port (stop that one"
+            " with its own `make stack-down`)"
+        )
+    return pid
 
 
 def children_cpu() -> float:

@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .harness import ROOT, Bench, Figures, Plan, Scenario, describe_machine, describe_stack
+from .measure import StackCpu
 from .report import chart, report
 from .scenarios import baselines, ceilings, drains, latency, producers, racing, sustained
 
@@ -99,6 +100,11 @@ def main() -> int:
     plan = Plan(
         args.n, args.baseline_n, args.latency_rate, args.latency_seconds, args.sustain_seconds, args.sustain_steps
     )
+    try:
+        StackCpu()  # before anything runs: every CPU column needs the stack's own processes
+    except RuntimeError as exc:
+        log.error("%s", exc)
+        return 2
     bench = Bench()
     runs = []
     try:

@@ -6,7 +6,11 @@ import time
 
 import pytest
 
+from bench import measure
 from bench.measure import CpuTimeline, ProcessInfo, busy_windows, logged_at, own_cpu, worker_tags
+from stack.emulator import PUBSUB
+from stack.node import CASSANDRA
+from stack.service import LocalService
 
 
 def timeline_of(*samples: tuple[float, dict[str, float]]) -> CpuTimeline:
@@ -109,3 +113,15 @@ def test_own_cpu_takes_each_process_over_its_window_and_the_others_over_the_span
 def test_own_cpu_without_a_window_is_an_error_not_a_zero():
     with pytest.raises(ValueError, match="no working window"):
         own_cpu(CpuTimeline(), {100: ""}, {})
+
+
+@pytest.mark.parametrize("missing", ["cassandra", "pubsub-emulator"])
+def test_the_stacks_cpu_cannot_be_read_as_zero_when_its_processes_are_not_this_checkouts(monkeypatch, missing):
+    """A stack that answers but that this checkout did not start (another checkout's, reused by
+    `localstack up`) has no pid here: its CPU would read as 0, the table's node and emulator
+    columns as 0, and the node's ratio as 0 / 0, a traceback only after the whole run."""
+    assert {CASSANDRA.name, PUBSUB.name} == {"cassandra", "pubsub-emulator"}
+    monkeypatch.setattr(LocalService, "pid", lambda service: None if service.name == missing else 4242)
+    monkeypatch.setattr(measure, "cpu_seconds", lambda pids: 0.0)
+    with pytest.raises(RuntimeError, match=f"^{missing} is not running from this checkout"):
+        measure.StackCpu()
