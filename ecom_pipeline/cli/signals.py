@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
 
 __all__ = ["FORCED_EXIT", "STOP_SIGNALS", "pass_on_to", "stop_on_signals"]
@@ -57,27 +57,37 @@ def stop_on_signals(*, worker: bool = False) -> threading.Event:
     return stop
 
 
-def pass_on_to(workers: Sequence[BaseProcess]) -> None:
+def pass_on_to(workers: Sequence[BaseProcess]) -> Callable[[], None]:
     """The `--workers` parent's handlers for SIGINT and SIGTERM: each passes the stop on to every
-    worker still running."""
-    stopping = threading.Event()
+    worker running. Installed before the workers start; the function returned passes a stop that
+    came while they started to those started since."""
+    passed: list[int] = []  # the signals passed on, in order: SIGTERM, then SIGUSR1 to force
+    told: dict[int, int] = {}  # each worker's pid: the signal it was sent last
+
+    def _pass(sig: int) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None and told.get(worker.pid) != sig:
+                told[worker.pid] = sig
+                os.kill(worker.pid, sig)
 
     def _forward(signum: int, _frame: object) -> None:
         """The first signal stops the workers (SIGTERM); a second Ctrl-C forces them (SIGUSR1);
         another SIGTERM is the same stop (see stop_on_signals)."""
-        if stopping.is_set() and signum == signal.SIGTERM:
+        if passed and signum == signal.SIGTERM:
             return
-        passed_on = signal.SIGUSR1 if stopping.is_set() else signal.SIGTERM
-        stopping.set()
+        passed.append(signal.SIGUSR1 if passed else signal.SIGTERM)
         log.info(
             "%s received, %s %d workers",
             signal.Signals(signum).name,
-            "forcing" if passed_on == signal.SIGUSR1 else "stopping",
+            "forcing" if passed[-1] == signal.SIGUSR1 else "stopping",
             len(workers),
         )
-        for worker in workers:
-            if worker.pid is not None and worker.exitcode is None:
-                os.kill(worker.pid, passed_on)
+        _pass(passed[-1])
+
+    def catch_up() -> None:
+        if passed:
+            _pass(passed[-1])
 
     signal.signal(signal.SIGINT, _forward)
     signal.signal(signal.SIGTERM, _forward)
+    return catch_up

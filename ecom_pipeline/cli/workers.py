@@ -66,19 +66,20 @@ def run_workers(options: ConsumerOptions, pubsub: PubSubSettings, cassandra: Cas
             shutil.rmtree(metrics_dir, ignore_errors=True)
             return 1
     # A stop that comes while the workers start must neither kill a worker that has no handler
-    # yet (it would exit -15: "did not exit cleanly") nor this process before `pass_on_to` is in
-    # place: the signals stay pending until then. A spawned worker inherits the mask, and
-    # `stop_on_signals` unblocks them once its handlers are installed.
+    # yet (it would exit -15: "did not exit cleanly") nor this process. The handlers go in first:
+    # a mask is per thread, and this process has others (the driver imports numpy when it is
+    # there, and its BLAS threads leave every signal unblocked), so a blocked signal is not a
+    # pending one here. The mask is for the workers: each inherits it, its stop stays pending
+    # until `stop_on_signals` has installed its handlers, and `catch_up` passes a stop that came
+    # meanwhile to the workers started after it.
+    catch_up = pass_on_to(workers)
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         for worker in workers:
             worker.start()
-    except BaseException:
+    finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        raise
-
-    pass_on_to(workers)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    catch_up()
     parts: list[ConsumerStats] = []
     marked: set[int] = set()
     while any(w.is_alive() for w in workers) or not results.empty():

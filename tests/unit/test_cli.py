@@ -20,6 +20,7 @@ import pytest
 
 from ecom_pipeline import cli
 from ecom_pipeline.app import Kind
+from ecom_pipeline.cli.signals import pass_on_to
 from ecom_pipeline.config import ConsumerSettings
 from ecom_pipeline.http_server import serve
 
@@ -155,6 +156,43 @@ def test_a_worker_ignores_sigint_stops_on_sigterm_and_is_forced_by_sigusr1():
         assert stop.is_set()
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGUSR1)  # the parent's second Ctrl-C
+
+
+class Slot:
+    """What `pass_on_to` reads of a worker: its pid once started, its exit code once ended."""
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.child = subprocess.Popen(["sleep", "60"])
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.child is None else self.child.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return None if self.child is None else self.child.poll()
+
+
+def test_a_stop_while_the_workers_start_reaches_the_ones_started_after_it():
+    started, later = Slot(), Slot()
+    with saved_handlers():
+        catch_up = pass_on_to([started, later])  # type: ignore[list-item]  # duck-typed workers
+        try:
+            started.start()
+            os.kill(os.getpid(), signal.SIGTERM)  # the stop, while `later` has no process yet
+            assert started.child is not None and started.child.wait(10) == -signal.SIGTERM
+            later.start()
+            assert later.exitcode is None
+            catch_up()
+            assert later.child is not None and later.child.wait(10) == -signal.SIGTERM
+        finally:
+            for slot in (started, later):
+                if slot.child is not None and slot.child.poll() is None:
+                    slot.child.kill()
+                    slot.child.wait()
 
 
 def test_json_logs_are_one_object_per_line_with_what_cloud_logging_reads():
