@@ -21,11 +21,14 @@ from stack.service import LocalService
 __all__ = [
     "CONSUMING",
     "EMULATOR",
+    "JIT_THREADS",
     "NODE",
+    "NODE_JIT",
     "CpuTimeline",
     "ProcessInfo",
     "Sampler",
     "StackCpu",
+    "ThreadCpu",
     "Window",
     "busy_windows",
     "children_cpu",
@@ -38,6 +41,9 @@ __all__ = [
 ]
 
 NODE, EMULATOR = "node", "emulator"  # the timeline's parts besides the pids
+NODE_JIT = "node_jit"  # and the part of the node's CPU its just-in-time compiler used
+# HotSpot's compiler threads, as /proc shows their names (cut to 15 characters): "C2 CompilerThread0".
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
 Window = tuple[float, float]  # (start, end), monotonic seconds (CLOCK_MONOTONIC: the same in every process)
 
 
@@ -72,6 +78,50 @@ def cpu_seconds(pids: list[int]) -> float:
     return sum(cpu or 0.0 for cpu in map(process_cpu, {d for p in pids for d in descendants(p)}))
 
 
+class ThreadCpu:
+    """User + system CPU seconds of a process's threads whose names start with one of `prefixes`,
+    so far. A thread that has exited keeps counting at the figure it last showed (its CPU leaves
+    /proc with it), so the count never falls. A JVM has hundreds of threads: their names are read
+    again at most once every `rescan` seconds (a compiler thread the JVM adds under load is found
+    then), or at once when one of those found has exited."""
+
+    def __init__(self, pid: int, prefixes: Sequence[str], rescan: float = 1.0) -> None:
+        self.pid, self.prefixes, self.rescan = pid, tuple(prefixes), rescan
+        self._seen: dict[int, float] = {}  # thread id: its CPU seconds when last read
+        self._gone = 0.0  # the last figures of the threads that have exited
+        self._scanned = -rescan  # monotonic seconds of the last reading of the names
+        self._lock = threading.Lock()  # several samplers may share one
+
+    def now(self) -> float:
+        with self._lock:
+            complete = self._read(list(self._seen))
+            if not complete or time.monotonic() - self._scanned >= self.rescan:
+                self._scanned = time.monotonic()
+                self._read([thread for thread in self._matching() if thread not in self._seen])
+            return self._gone + sum(self._seen.values())
+
+    def _matching(self) -> list[int]:
+        found = []
+        for task in Path(f"/proc/{self.pid}/task").glob("*"):
+            with suppress(OSError, ValueError):
+                if (task / "comm").read_text().startswith(self.prefixes):
+                    found.append(int(task.name))
+        return found
+
+    def _read(self, threads: list[int]) -> bool:
+        """Each thread's CPU into `_seen`; False if one of them has exited."""
+        complete = True
+        for thread in threads:
+            try:
+                fields = Path(f"/proc/{self.pid}/task/{thread}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                self._gone += self._seen.pop(thread, 0.0)
+                complete = False
+                continue
+            self._seen[thread] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return complete
+
+
 class StackCpu:
     """CPU seconds used by the stack's Cassandra node(s) and by the emulator, between two calls
     of `take`: the processes this project started (their pid files), never looked up by name."""
@@ -80,11 +130,17 @@ class StackCpu:
         nodes = int(os.environ.get("CASSANDRA_NODES", "1"))
         self.nodes = [_own_pid(cassandra_node(k, nodes)) for k in range(1, nodes + 1)]
         self.emulator = [_own_pid(PUBSUB)]
+        self._jit = [ThreadCpu(node, JIT_THREADS) for node in self.nodes]
         self._last = self.now()
 
     def now(self) -> tuple[float, float]:
         """(node CPU seconds, emulator CPU seconds) since they started."""
         return cpu_seconds(self.nodes), cpu_seconds(self.emulator)
+
+    def jit(self) -> float:
+        """CPU seconds the node(s)' just-in-time compilers have used since they started: the part
+        of a window's node CPU that is the JVM still compiling, not the work asked of it."""
+        return sum(threads.now() for threads in self._jit)
 
     def take(self) -> tuple[float, float]:
         """(node CPU seconds, emulator CPU seconds) since the last call (or since built)."""
@@ -247,6 +303,7 @@ class Sampler:
                     self._peak(pid)
         if self.stack is not None:
             values[NODE], values[EMULATOR] = self.stack.now()
+            values[NODE_JIT] = self.stack.jit()
         self.timeline.add(at, values)
 
     def _meet(self, pid: int) -> None:

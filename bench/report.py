@@ -96,6 +96,7 @@ CPU_COLUMNS = [
     ("window_cpu10k", "own CPU s/10k"),
     ("window_node_cpu10k", "node CPU s/10k"),
     ("window_emulator_cpu10k", "emulator CPU s/10k"),
+    ("window_node_jit_cpu10k", "of the node's, JIT s/10k"),
 ]
 CPU_LEGEND = (
     "CPU seconds per 10,000 messages (user + system): *whole run*, the process and its workers from"
@@ -104,6 +105,10 @@ CPU_LEGEND = (
     " time), with the Cassandra node(s) and the emulator over that span; the batched loaders"
     " from connected to their last row written (building and validating the rows included), with the"
     " node and the emulator while the rows were written; the pull + ack ceilings' emulator over the pulls."
+)
+JIT_LEGEND = (
+    " *Of the node's, JIT*: the part of the node's that its just-in-time compiler threads used (a JVM"
+    " still compiling, not the work asked of it)."
 )
 
 
@@ -152,7 +157,7 @@ def report(
     if SUSTAINED_AFTER not in median and sustained is not None:
         lines.append(sustained_row(sustained, [s for s, _ in columns]))
     if columns[1:]:
-        lines += ["", CPU_LEGEND]
+        lines += ["", CPU_LEGEND + (JIT_LEGEND if any(s == "window_node_jit_cpu10k" for s, _ in columns) else "")]
     ratios = {}
     lines += ["", "| ratio, within each repeat | median | each repeat | target |", "|---|---:|---|---|"]
     for name, (top, bottom, most) in [(k, (*v, None)) for k, v in RATIOS.items()] + list(TARGETS.items()):
@@ -233,26 +238,35 @@ def cpu_paragraph(median: dict[str, float]) -> str:
         median[f"order_consumer_window_{k}"] for k in ("cpu10k", "node_cpu10k", "emulator_cpu10k")
     )
     return (
-        "CPU seconds per 10,000 orders over the working windows (medians): the order consumer's drain used"
-        f" {consumer:.2f} in the consumer, {node:.2f} in Cassandra and {emulator:.2f} in the emulator,"
-        f" {consumer + node + emulator:.2f} in all; the batched ceiling used"
-        f" {median['ceiling_batched_window_node_cpu10k']:.2f} in Cassandra and"
-        f" {median['ceiling_batched_window_cpu10k']:.2f} in its loader"
+        (
+            "CPU seconds per 10,000 orders over the working windows (medians): the order consumer's drain used"
+            f" {consumer:.2f} in the consumer, {node:.2f} in Cassandra and {emulator:.2f} in the emulator,"
+            f" {consumer + node + emulator:.2f} in all; the batched ceiling used"
+            f" {median['ceiling_batched_window_node_cpu10k']:.2f} in Cassandra and"
+            f" {median['ceiling_batched_window_cpu10k']:.2f} in its loader"
+            + (
+                f" ({median['ceiling_batched_rows_cpu10k']:.2f} of it building and validating the rows, so"
+                f" {median['ceiling_batched_window_cpu10k'] - median['ceiling_batched_rows_cpu10k']:.2f} writing them)"
+                if "ceiling_batched_rows_cpu10k" in median
+                else ""
+            )
+            + "."
+        )
         + (
-            f" ({median['ceiling_batched_rows_cpu10k']:.2f} of it building and validating the rows, so"
-            f" {median['ceiling_batched_window_cpu10k'] - median['ceiling_batched_rows_cpu10k']:.2f} writing them)"
-            if "ceiling_batched_rows_cpu10k" in median
+            f" Of the node's, its just-in-time compiler used {median['order_consumer_window_node_jit_cpu10k']:.2f}"
+            f" in the drain and {median['ceiling_batched_window_node_jit_cpu10k']:.2f} in the ceiling."
+            if "order_consumer_window_node_jit_cpu10k" in median and "ceiling_batched_window_node_jit_cpu10k" in median
             else ""
         )
-        + "."
-    ) + (
-        " The emulator alone, pull + ack with no database, used"
-        f" {median['ceiling_pull_ack_window_emulator_cpu10k']:.2f} with each pull's messages acked before the"
-        f" next pull and {median['ceiling_pull_ack_late_window_emulator_cpu10k']:.2f} with them acked one pull"
-        " late: its pull rebuilds its whole list of undelivered messages whenever any delivered one is"
-        " still unacked, as a consumer's always are while it writes."
-        if "ceiling_pull_ack_late_window_emulator_cpu10k" in median
-        else ""
+        + (
+            " The emulator alone, pull + ack with no database, used"
+            f" {median['ceiling_pull_ack_window_emulator_cpu10k']:.2f} with each pull's messages acked before the"
+            f" next pull and {median['ceiling_pull_ack_late_window_emulator_cpu10k']:.2f} with them acked one pull"
+            " late: its pull rebuilds its whole list of undelivered messages whenever any delivered one is"
+            " still unacked, as a consumer's always are while it writes."
+            if "ceiling_pull_ack_late_window_emulator_cpu10k" in median
+            else ""
+        )
     )
 
 

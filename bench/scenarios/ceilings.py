@@ -10,7 +10,7 @@ from contextlib import suppress
 from google.api_core import exceptions as google_exceptions
 
 from ..harness import PY, Bench, Figures, Plan, Watched, last_json, produce
-from ..measure import EMULATOR, NODE, StackCpu, children_cpu
+from ..measure import EMULATOR, NODE, NODE_JIT, StackCpu, children_cpu
 
 __all__ = ["run"]
 
@@ -96,7 +96,8 @@ def ceiling_inserts(
     processes' over their whole runs (`cpu10k`, generating the rows included) and over their work
     (`window_cpu10k`: connected to the last row written, as each measured itself; `rows_cpu10k`:
     the part of it that built and validated the rows), and the node(s)' and the emulator's while
-    the rows were written (`window_node_cpu10k`, `window_emulator_cpu10k`)."""
+    the rows were written (`window_node_cpu10k`, `window_emulator_cpu10k`), and the part of the
+    node's that its just-in-time compiler used (`window_node_jit_cpu10k`)."""
     bench.truncate()
     cpu_before = children_cpu()
     share = n // processes
@@ -128,4 +129,5 @@ def ceiling_inserts(
         "rows_cpu10k": sum(s["rows_cpu"] for s in spans) * per10k,
         "window_node_cpu10k": timeline.between(NODE, written) * per10k,
         "window_emulator_cpu10k": timeline.between(EMULATOR, written) * per10k,
+        "window_node_jit_cpu10k": timeline.between(NODE_JIT, written) * per10k,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..harness import Bench, Figures, Plan, Watched, consumer_argv, final_figures
-from ..measure import EMULATOR, NODE, StackCpu, busy_windows, own_cpu
+from ..measure import EMULATOR, NODE, NODE_JIT, StackCpu, busy_windows, own_cpu
 from . import producers
 
 __all__ = ["IDLE_EXIT", "run"]
@@ -18,7 +18,8 @@ def run(bench: Bench, plan: Plan, dlq: str) -> Figures:
     """Per consumer and worker count (`order_consumer`, `payment_consumer`; suffix `_2w` for two
     workers): the producers' rates on the backlogs, and each consumer's rate, peak RSS and CPU per
     10,000 messages over the whole run (`_cpu10k`) and over its drain window: its own
-    (`_window_cpu10k`), the node(s)' and the emulator's (`_window_node_cpu10k`, `_window_emulator_cpu10k`)."""
+    (`_window_cpu10k`), the node(s)' and the emulator's (`_window_node_cpu10k`, `_window_emulator_cpu10k`),
+    and the part of the node's that its just-in-time compiler used (`_window_node_jit_cpu10k`)."""
     figures: Figures = {}
     bench.truncate()
     for workers, suffix in ((1, ""), (2, "_2w")):
@@ -41,7 +42,8 @@ def run(bench: Bench, plan: Plan, dlq: str) -> Figures:
 def consume(bench: Bench, script: str, topic: str, dlq: str, expected: int, workers: int) -> Figures:
     """The consumer's `msgs` (its busy-span rate), `rss_mib`, and CPU seconds per 10,000 messages:
     `cpu10k` over the whole run (start-up and the idle exit included), `window_cpu10k`,
-    `window_node_cpu10k` and `window_emulator_cpu10k` over its drain window only."""
+    `window_node_cpu10k`, `window_emulator_cpu10k` and `window_node_jit_cpu10k` over its drain
+    window only."""
     watched = Watched(
         consumer_argv(script, topic, dlq, IDLE_EXIT, "--workers", workers),
         bench.env,
@@ -73,4 +75,5 @@ def consume(bench: Bench, script: str, topic: str, dlq: str, expected: int, work
         "window_cpu10k": own * per10k,
         "window_node_cpu10k": timeline.between(NODE, span) * per10k,
         "window_emulator_cpu10k": timeline.between(EMULATOR, span) * per10k,
+        "window_node_jit_cpu10k": timeline.between(NODE_JIT, span) * per10k,
     }

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import pytest
 
 from bench import measure
-from bench.measure import CpuTimeline, ProcessInfo, busy_windows, logged_at, own_cpu, worker_tags
+from bench.measure import (
+    JIT_THREADS,
+    CpuTimeline,
+    ProcessInfo,
+    ThreadCpu,
+    busy_windows,
+    logged_at,
+    own_cpu,
+    worker_tags,
+)
 from stack.emulator import PUBSUB
 from stack.node import CASSANDRA
 from stack.service import LocalService
@@ -124,3 +135,40 @@ def test_the_stacks_cpu_cannot_be_read_as_zero_when_its_processes_are_not_this_c
     monkeypatch.setattr(LocalService, "pid", lambda service: None if service.name == missing else 4242)
     with pytest.raises(RuntimeError, match=f"^{missing} is not running from this checkout"):
         measure.StackCpu()
+
+
+class Busy(threading.Thread):
+    """A thread of this process under a name of our choosing (as /proc shows it) that uses
+    `seconds` of CPU, says how much by its own clock, and stays until released."""
+
+    def __init__(self, name: str, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.os_name, self.seconds = name, seconds
+        self.used = 0.0
+        self.ready, self.release = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
+            comm.write(self.os_name)
+        while time.thread_time() < self.seconds:
+            pass
+        self.used = time.thread_time()
+        self.ready.set()
+        self.release.wait(30)
+
+
+def test_thread_cpu_counts_the_threads_named_so_and_keeps_their_cpu_after_they_exit():
+    compiler, other = Busy("C2 CompilerThre", 0.3), Busy("MutationStage-1", 0.3)
+    for thread in (compiler, other):
+        thread.start()
+        assert thread.ready.wait(30)
+    jit = ThreadCpu(os.getpid(), JIT_THREADS, rescan=0.0)
+    try:
+        counted = jit.now()
+        # /proc counts in clock ticks (10 ms here) and the thread's own clock in nanoseconds
+        assert counted == pytest.approx(compiler.used, abs=0.05)
+    finally:
+        for thread in (compiler, other):
+            thread.release.set()
+            thread.join(30)
+    assert jit.now() == counted  # gone from /proc, still counted, and only once

@@ -240,6 +240,18 @@ def test_the_cpu_paragraph_adds_up_the_consumer_the_node_and_the_emulator():
     assert "with each pull's messages acked before the next pull and 3.00 with them acked one pull late" in paragraph
 
 
+def test_the_nodes_jit_compiling_is_a_column_and_a_sentence_when_it_was_measured():
+    measured = repeat(order_consumer_window_node_jit_cpu10k=0.07, ceiling_batched_window_node_jit_cpu10k=0.02)
+    table = table_of([measured])
+    assert table[3].endswith("| emulator CPU s/10k | of the node's, JIT s/10k |")
+    [row] = [line for line in table if line.startswith("| order_data_consumer.py (this project) |")]
+    assert row.endswith("| 4.50 | 1.50 | 2.00 | 0.07 |")
+    [paragraph] = [line for line in table if line.startswith("CPU seconds per 10,000 orders")]
+    assert "its just-in-time compiler used 0.07 in the drain and 0.02 in the ceiling." in paragraph
+    unmeasured = " ".join(table_of([repeat()]))  # results taken before it was measured
+    assert "JIT" not in unmeasured and "just-in-time" not in unmeasured
+
+
 def test_the_nodes_target_is_taken_apart_into_the_write_shape_and_the_rest_of_the_drain():
     runs = [
         repeat(ceiling_batched_shaped_window_node_cpu10k=1.8),  # shape 1.8/1.2, the rest 1.5/1.8
@@ -317,11 +329,14 @@ class WarmingBench(FakeBench):
         self.calls.append(("truncate",))
 
 
-def warm_up_with(monkeypatch, node_costs: list[float]) -> tuple[list[float], list[object], WarmingBench]:
+def warm_up_with(
+    monkeypatch, drained: list[tuple[float, float]]
+) -> tuple[dict[str, list[float]], list[object], WarmingBench]:
     """`run.warm_up` with the loads, publishes and drains recorded, the drains costing the node
-    `node_costs` in turn: what it returned, the calls in order, and the bench."""
+    `drained` in turn (its CPU per 10k rows, its JIT compiler's part): what it returned, the calls
+    in order, and the bench."""
     calls: list[object] = []
-    costs = iter(node_costs)
+    figures = iter(drained)
 
     def load(bench, n, **how):
         calls.append(("load", n, how))
@@ -333,7 +348,8 @@ def warm_up_with(monkeypatch, node_costs: list[float]) -> tuple[list[float], lis
 
     def consume(bench, script, topic, dlq, n, workers):
         calls.append(("drain", script, topic, dlq, n, workers))
-        return {"window_node_cpu10k": next(costs)}
+        node, jit = next(figures)
+        return {"window_node_cpu10k": node, "window_node_jit_cpu10k": jit}
 
     monkeypatch.setattr(ceilings, "ceiling_inserts", load)
     monkeypatch.setattr(producers, "publish", publish)
@@ -343,43 +359,48 @@ def warm_up_with(monkeypatch, node_costs: list[float]) -> tuple[list[float], lis
     return kept, calls, bench
 
 
-def test_the_node_is_warmed_up_by_batched_loads_then_drains_until_two_agree(monkeypatch):
-    # The four drains measured after two loads on a fresh node, then one within 10 % of the last.
-    kept, calls, bench = warm_up_with(monkeypatch, [2.35, 2.02, 1.60, 1.41, 1.35, 9.0])
-    assert kept == [2.35, 2.02, 1.60, 1.41, 1.35]
+def test_the_node_is_warmed_up_by_batched_loads_then_drains_until_its_compiler_is_quiet(monkeypatch):
+    # A fresh node's drains after two loads, as measured: the compiler's part falls to 5 % at the fourth.
+    drained = [(2.0, 0.8), (1.6, 0.4), (1.3, 0.12), (1.2, 0.06), (1.2, 0.01)]
+    kept, calls, bench = warm_up_with(monkeypatch, drained)
+    assert kept == {
+        "warm_up_drains_node_cpu10k": [2.0, 1.6, 1.3, 1.2],
+        "warm_up_drains_node_jit_cpu10k": [0.8, 0.4, 0.12, 0.06],
+    }
     load = ("load", 10, {"processes": 1, "concurrency": 0, "batched": True})
-    drained = [
+    drains_run = [
         call
-        for k in range(5)
+        for k in range(4)
         for call in (
             ("truncate",),
             ("publish", "orders", f"orders-{k + 2}", 10),
             ("drain", "order_data_consumer.py", f"orders-{k + 2}", "dlq-1", 10, 1),
         )
     ]
-    assert calls == [load, load, *drained]
-    assert bench.topics == ["dlq"] + ["orders"] * 5
+    assert calls == [load, load, *drains_run]
+    assert bench.topics == ["dlq"] + ["orders"] * 4
 
 
-def test_the_warm_up_stops_after_its_last_drain_even_when_no_two_agree(monkeypatch):
-    kept, _, _ = warm_up_with(monkeypatch, [4.0, 3.0, 2.0, 1.0, 2.0, 1.0, 0.5])
-    assert kept == [4.0, 3.0, 2.0, 1.0, 2.0, 1.0]
+def test_the_warm_up_stops_after_its_last_drain_even_when_the_compiler_never_quietens(monkeypatch):
+    kept, _, _ = warm_up_with(monkeypatch, [(1.0, 0.5)] * 9)
+    assert kept == {"warm_up_drains_node_cpu10k": [1.0] * 8, "warm_up_drains_node_jit_cpu10k": [0.5] * 8}
 
 
 @pytest.mark.parametrize(
-    ("costs", "agree"),
+    ("costs", "compiling", "quiet"),
     [
-        ([], False),
-        ([1.0], False),
-        ([1.0, 1.09], True),  # within 10 % of the smaller
-        ([1.09, 1.0], True),
-        ([1.0, 1.11], False),
-        ([5.0, 1.0, 1.05], True),  # only the last two count
-        ([1.0, 1.05, 5.0], False),
+        ([], [], False),
+        ([1.0], [0.05], True),  # 5 % of the node's CPU: at most the share
+        ([1.0], [0.06], False),
+        ([2.0], [0.1], True),  # a share, not an amount
+        ([1.0, 1.0], [0.0, 0.5], False),  # only the last drain counts
+        ([1.0, 1.0], [0.5, 0.0], True),
     ],
 )
-def test_two_drains_agree_when_each_is_within_a_tenth_of_the_other(costs, agree):
-    assert run.warmed(costs) is agree
+def test_the_node_is_warm_when_its_compiler_used_at_most_a_twentieth_of_its_cpu_in_the_last_drain(
+    costs, compiling, quiet
+):
+    assert run.warmed(costs, compiling) is quiet
 
 
 def test_a_helper_scripts_figures_are_its_last_json_line_even_with_a_log_line_after_it():
