@@ -59,9 +59,16 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _stat(pid: int) -> list[str]:
-    """The fields of /proc/<pid>/stat after the command name (field 3, the state, is [0])."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _stat(pid: int, thread: int | None = None) -> list[str]:
+    """The fields of /proc/<pid>/stat (or of one thread's, /proc/<pid>/task/<thread>/stat) after
+    the command name (field 3, the state, is [0])."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    return Path(path).read_text().rsplit(")", 1)[1].split()
+
+
+def _cpu(fields: list[str]) -> float:
+    """User + system CPU seconds from `_stat`'s fields (utime, stime, in clock ticks)."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def process_cpu(pid: int) -> float | None:
@@ -70,7 +77,7 @@ def process_cpu(pid: int) -> float | None:
         fields = _stat(pid)
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return _cpu(fields)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -113,12 +120,10 @@ class ThreadCpu:
         complete = True
         for thread in threads:
             try:
-                fields = Path(f"/proc/{self.pid}/task/{thread}/stat").read_text().rsplit(")", 1)[1].split()
+                self._seen[thread] = _cpu(_stat(self.pid, thread))
             except OSError:
                 self._gone += self._seen.pop(thread, 0.0)
                 complete = False
-                continue
-            self._seen[thread] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return complete
 
 

@@ -61,7 +61,7 @@ def pass_on_to(workers: Sequence[BaseProcess]) -> Callable[[], None]:
     """The `--workers` parent's handlers for SIGINT and SIGTERM: each passes the stop on to every
     worker running. Installed before the workers start; the function returned passes a stop that
     came while they started to those started since."""
-    passed: list[int] = []  # the signals passed on, in order: SIGTERM, then SIGUSR1 to force
+    passing: int | None = None  # the signal passed on: SIGTERM, then SIGUSR1 to force
     told: dict[int, int] = {}  # each worker's pid: the signal it was sent last
 
     def _pass(sig: int) -> None:
@@ -73,20 +73,21 @@ def pass_on_to(workers: Sequence[BaseProcess]) -> Callable[[], None]:
     def _forward(signum: int, _frame: object) -> None:
         """The first signal stops the workers (SIGTERM); a second Ctrl-C forces them (SIGUSR1);
         another SIGTERM is the same stop (see stop_on_signals)."""
-        if passed and signum == signal.SIGTERM:
+        nonlocal passing
+        if passing is not None and signum == signal.SIGTERM:
             return
-        passed.append(signal.SIGUSR1 if passed else signal.SIGTERM)
+        passing = signal.SIGTERM if passing is None else signal.SIGUSR1
         log.info(
             "%s received, %s %d workers",
             signal.Signals(signum).name,
-            "forcing" if passed[-1] == signal.SIGUSR1 else "stopping",
+            "forcing" if passing == signal.SIGUSR1 else "stopping",
             len(workers),
         )
-        _pass(passed[-1])
+        _pass(passing)
 
     def catch_up() -> None:
-        if passed:
-            _pass(passed[-1])
+        if passing is not None:
+            _pass(passing)
 
     signal.signal(signal.SIGINT, _forward)
     signal.signal(signal.SIGTERM, _forward)
