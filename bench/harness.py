@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from google.api_core import exceptions as google_exceptions
+from google.api_core.retry import Retry, if_exception_type
 from google.cloud import pubsub_v1
 
 from ecom_pipeline.admin import SCHEMA, apply_schema, replication_factor_from
@@ -35,6 +36,7 @@ __all__ = [
     "Figures",
     "Plan",
     "Scenario",
+    "Stalled",
     "Watched",
     "consumer_argv",
     "describe_machine",
@@ -49,6 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 KEYSPACE = "ecom_bench"
 log = logging.getLogger(__name__)
+# An emulator too busy to answer in time, asked again for up to DROP_WAIT seconds (see Bench.drop).
+BUSY = (google_exceptions.DeadlineExceeded, google_exceptions.ServiceUnavailable)
+DROP_WAIT = 300
 Figures = dict[str, float]  # one repeat's measurements by name (bench/report.py's LABELS, RATIOS)
 
 
@@ -105,15 +110,18 @@ class Bench:
     def drop(self, topic: str) -> None:
         """Delete a topic and its subscription now, with whatever backlog it still holds: the
         emulator keeps every undelivered message in its memory, and a large one slows it for
-        every later step. A failed deletion is logged, never raised: it costs no figure."""
+        every later step. An emulator that does not answer in time (one that stalled under a
+        step's load) is asked again for up to DROP_WAIT seconds, so the next step starts on
+        an emulator that answers again. A failed deletion is logged, never raised: it costs no figure."""
         if topic in self.topics:
             self.topics.remove(topic)
+        again = Retry(predicate=if_exception_type(*BUSY), timeout=DROP_WAIT)
         for delete, path in (
             (self.subscriber.delete_subscription, {"subscription": self.subscription_path(topic)}),
             (self.publisher.delete_topic, {"topic": self.topic_path(topic)}),
         ):
             try:
-                delete(**path)
+                delete(**path, retry=again, timeout=30)
             except google_exceptions.NotFound:
                 pass
             except google_exceptions.GoogleAPICallError as exc:
@@ -128,6 +136,10 @@ class Bench:
 
 # A scenario of one repeat: the bench, the plan, and the repeat's dead-letter topic; its figures.
 Scenario = Callable[[Bench, Plan, str], Figures]
+
+
+class Stalled(RuntimeError):
+    """A watched script wrote no line for longer than it may (a producer blocked in publish)."""
 
 
 class Watched:
@@ -166,15 +178,20 @@ class Watched:
             self.sampler.sample(memory=True)
             time.sleep(0.1)
 
-    def wait_for_line(self, pattern: str, timeout: float) -> tuple[float, str]:
-        """The first line matching the regular expression `pattern`, with its arrival time."""
-        deadline = time.monotonic() + timeout
+    def wait_for_line(self, pattern: str, timeout: float, quiet: float | None = None) -> tuple[float, str]:
+        """The first line matching the regular expression `pattern`, with its arrival time;
+        `Stalled` if, with `quiet`, the script wrote no line at all for that many seconds."""
+        since = time.monotonic()
+        deadline = since + timeout
         with self._line_came:
             while True:
                 found = next(((at, text) for at, text in self.lines if re.search(pattern, text)), None)
                 if found is not None:
                     return found
-                if self.process.poll() is not None or time.monotonic() > deadline:
+                now = time.monotonic()
+                if quiet is not None and now - (self.lines[-1][0] if self.lines else since) > quiet:
+                    raise Stalled(f"{' '.join(self.argv[1:3])}: no output for {quiet:g} s:\n{self.output[-2000:]}")
+                if self.process.poll() is not None or now > deadline:
                     raise RuntimeError(f"{' '.join(self.argv[1:3])}: no line /{pattern}/:\n{self.output[-2000:]}")
                 self._line_came.wait(0.2)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from .harness import Figures
+from .scenarios.sustained import STALL
 
 __all__ = ["LABELS", "RATIOS", "TARGETS", "chart", "cpu_paragraph", "report", "target_cell"]
 
@@ -89,6 +90,9 @@ TARGETS = {  # name: (numerator, denominator, the most it may be); issue 26's, w
 }
 SUSTAINED_AFTER = "order_consumer_2w_msgs"  # the sustained rate's row comes after the order drains'
 SUSTAINED_AT_LEAST = 0.8  # sustained rate / order drain rate: below it, the README says what limits it
+STALLED = (
+    f" A step stalled when the producer wrote nothing for {STALL} s: blocked in publish, its messages unconfirmed."
+)
 
 # The table's CPU columns, each a figure's suffix after the row's prefix (its key less `_msgs`).
 CPU_COLUMNS = [
@@ -206,15 +210,25 @@ def report(
 def sustained_row(sustained: Mapping[str, Any], suffixes: list[str]) -> str:
     """The sustained rate as a row of the table: the steps tried in its `each repeat` column, the
     consumer's own CPU at that rate in the `own` column."""
-    steps = ", ".join(f"{s['rate']:,.0f} {'held' if s['held'] else 'not'}" for s in sustained["steps"])
+    steps = ", ".join(f"{s['rate']:,.0f} {verdict(s)}" for s in sustained["steps"])
     best = sustained["best"]
     cpu = [f"{best['consumer_cpu10k']:.2f}" if best and suffix == "window_cpu10k" else "" for suffix in suffixes]
     label = f"order_data_consumer.py (this project), sustained: p99 < 1 s for {sustained['seconds']} s, backlog bounded"
     return f"| {label} | {sustained['rate']:,.0f} | once: {steps} |  |" + "".join(f" {c} |" for c in cpu)
 
 
+def verdict(step: Mapping[str, Any]) -> str:
+    """held, not (held), or stalled (bench/scenarios/sustained.py)."""
+    return "stalled" if step.get("stalled") else "held" if step["held"] else "not"
+
+
 def sustained_paragraph(sustained: Mapping[str, Any]) -> str:
-    """What the sustained rate means, and the producer's CPU beside it."""
+    """What the sustained rate means, the producer's CPU beside it, and what a stalled step was."""
+    stalled = any(step.get("stalled") for step in sustained["steps"])
+    return _sustained_sentences(sustained) + (STALLED if stalled else "")
+
+
+def _sustained_sentences(sustained: Mapping[str, Any]) -> str:
     best = sustained["best"]
     opening = (
         f"Sustained rate (once a run, {len(sustained['steps'])} steps of {sustained['seconds']} s): the highest steady"

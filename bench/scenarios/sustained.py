@@ -13,6 +13,11 @@ A step publishes at one rate with `order_data_producer.py --rate` into a topic o
   second's worth of messages (the rate x 1 s) were published and not yet applied, which is what a
   consumer whose messages take under a second holds in flight. A consumer slower than the rate by
   d msg/s would hold d x 60 by then, so this catches any deficit over 1/60 of the rate.
+A step *stalled*, and did not hold, when the producer wrote no line for STALL seconds: its
+progress line comes every 5 s while it publishes, so it was blocked in `publish` with its 20,000
+outstanding messages unconfirmed: the emulator stopped confirming (once, at 6,500 msg/s after the
+repeats, it then timed out the step's deletion too). The step's processes are stopped, its topic
+deleted once the emulator answers again (Bench.drop), and the search goes on below it.
 The consumer runs with `--metrics-port` so that the bench can read its counters at that moment
 (the per-message histogram and counters are what a deployed consumer runs with).
 
@@ -33,15 +38,18 @@ from dataclasses import asdict, dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..harness import PY, Bench, Plan, Watched, consumer_argv, final_figures
+from ..harness import PY, Bench, Plan, Stalled, Watched, consumer_argv, final_figures
 from ..measure import CONSUMING, Window, busy_windows, logged_at, own_cpu
 
-__all__ = ["Step", "next_rate", "run", "search"]
+__all__ = ["Step", "next_rate", "run", "search", "stalled_step"]
 
 log = logging.getLogger(__name__)
 IDLE_EXIT = 5  # seconds: longer than the producer's start-up, so the consumer waits for its first message
 START, FACTOR, PRECISION, GRAIN = 0.8, 1.25, 1.05, 100  # see next_rate
+STALL = 30  # seconds without a line from the producer: 6 of its progress intervals
 PUBLISHED = re.compile(r"published=(\d+)")
+PRODUCER_RATE = re.compile(r"rate=(\d+)")
+NAN = float("nan")
 
 
 @dataclass(frozen=True)
@@ -56,10 +64,12 @@ class Step:
     consumer_cpu10k: float  # the consumer's CPU s / 10k, from its "consuming" line to its last batch
     producer_cpu10k: float  # the producer's CPU s / 10k, from its first progress line to its last
     producer_cores: float  # the same CPU, per second of that span
+    stalled: bool = False  # the producer wrote nothing for STALL seconds; the figures above are NaN but two
 
     @property
     def held(self) -> bool:
-        return self.published_rate >= 0.97 * self.rate and self.within_1s >= 0.99 and self.backlog <= self.rate
+        kept_up = self.published_rate >= 0.97 * self.rate and self.within_1s >= 0.99 and self.backlog <= self.rate
+        return kept_up and not self.stalled
 
     def as_dict(self) -> dict[str, float | bool]:
         return {**asdict(self), "held": self.held}
@@ -144,7 +154,11 @@ def measure(bench: Bench, dlq: str, topic: str, rate: float, seconds: int, runni
     running.append(producer)
     # The producer's final line comes once its last message is published and confirmed, before
     # its clients close and it exits: the moment to read how many are still outstanding.
-    producer.wait_for_line(r"final: ", timeout=3 * seconds + 120)
+    try:
+        producer.wait_for_line(r"final: ", timeout=3 * seconds + 120, quiet=STALL)
+    except Stalled:
+        log.warning("sustained: the producer wrote nothing for %d s at %.0f msg/s: stalled", STALL, rate)
+        return stalled_step(rate, count, producer.lines, scrape(port)["applied"])
     backlog = count - scrape(port)["applied"]
     producer.wait(timeout=60)
     if backlog <= rate:  # held so far: let it finish, for the latencies of every message
@@ -165,11 +179,21 @@ def measure(bench: Bench, dlq: str, topic: str, rate: float, seconds: int, runni
         rate=rate,
         published_rate=final_figures(producer.output)["rate"],
         within_1s=metrics["within_1s"] / max(1.0, metrics["observed"]),
-        p99_ms=final.get("p99", float("nan")),
+        p99_ms=final.get("p99", NAN),
         backlog=float(backlog),
         consumer_cpu10k=own / max(1.0, final["applied"]) * 10_000,
         producer_cpu10k=producer_cpu / max(1, published) * 10_000,
         producer_cores=producer_cpu / producer_seconds if producer_seconds > 0 else float("nan"),
+    )
+
+
+def stalled_step(rate: float, count: int, lines: Sequence[tuple[float, str]], applied: float) -> Step:
+    """A step whose producer stalled: the rate its last progress line gave (0 without one), and
+    what was not applied of the step's `count`; the rest is not measured."""
+    rates = [float(m.group(1)) for _, text in lines if PUBLISHED.search(text) and (m := PRODUCER_RATE.search(text))]
+    unmeasured = dict.fromkeys(("within_1s", "p99_ms", "consumer_cpu10k", "producer_cpu10k", "producer_cores"), NAN)
+    return Step(
+        rate=rate, published_rate=rates[-1] if rates else 0.0, backlog=count - applied, stalled=True, **unmeasured
     )
 
 

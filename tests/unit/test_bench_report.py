@@ -418,3 +418,25 @@ def test_a_failed_sustained_search_leaves_the_repeats_figures_to_be_written(monk
     plan = Plan(n=10, baseline_n=5, latency_rate=3, latency_seconds=2)
     assert run.sustained_rate(FakeBench(), plan, [repeat()]) is None  # type: ignore[arg-type]  # a fake Bench
     assert run.sustained_rate(FakeBench(), replace(plan, sustain_steps=0), [repeat()]) is None  # type: ignore[arg-type]  # a fake Bench
+
+
+def test_a_stalled_step_is_named_so_in_the_row_and_the_sentence_says_what_stalled_means():
+    stalled = {
+        **SUSTAINED,
+        "steps": [
+            {"rate": 8_000.0, "held": False, "stalled": True},
+            {"rate": 6_400.0, "held": True},
+            {"rate": 8_000.0, "held": False},
+            {"rate": 7_200.0, "held": False},
+            {"rate": 6_800.0, "held": True},
+        ],
+    }
+    table = table_of_sustained(stalled)
+    [row] = [line for line in table if "sustained: p99 < 1 s for 60 s" in line]
+    assert "| once: 8,000 stalled, 6,400 held, 8,000 not, 7,200 not, 6,800 held |" in row
+    [sentence] = [line for line in table if line.startswith("Sustained rate")]
+    assert sentence.endswith(
+        " A step stalled when the producer wrote nothing for 30 s: blocked in publish, its messages unconfirmed."
+    )
+    [plain] = [line for line in table_of_sustained(SUSTAINED) if line.startswith("Sustained rate")]
+    assert "stalled" not in plain  # no stalled step, no such sentence

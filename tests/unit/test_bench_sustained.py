@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import pytest
 
-from bench.scenarios.sustained import Step, next_rate, search
+from bench.scenarios.sustained import Step, next_rate, search, stalled_step
 
 
-def step(rate: float, **changes: float) -> Step:
-    figures = {
+def step(rate: float, **changes: float | bool) -> Step:
+    figures: dict[str, Any] = {
         "published_rate": rate,
         "within_1s": 0.999,
         "p99_ms": 300.0,
@@ -61,3 +64,28 @@ def test_the_search_tries_at_most_the_steps_it_is_given_against_a_consumer_of_so
     steps = search(lambda rate: step(rate, within_1s=1.0 if rate <= capacity else 0.5), drain_rate=7_500, steps=4)
     assert [s.rate for s in steps] == tried
     assert max((s.rate for s in steps if s.held), default=0) == max(r for r in tried if r <= capacity)
+
+
+def test_a_stalled_step_never_holds_whatever_its_other_figures():
+    assert not step(5_000, stalled=True).held
+
+
+def test_a_stalled_step_keeps_the_producers_last_rate_and_what_was_not_applied():
+    lines = [
+        (3.0, "INFO consuming"),  # not a progress line
+        (5.1, "INFO published=29000 failed=0 unconfirmed=3500 rate=5800 msg/s over 5.0 s"),
+        (50.2, "INFO published=285381 failed=0 unconfirmed=12219 rate=5950 msg/s over 50.1 s"),
+    ]
+    stalled = stalled_step(6_500, 390_000, lines, applied=280_000)
+    assert (stalled.rate, stalled.published_rate, stalled.backlog, stalled.stalled) == (6_500, 5_950, 110_000, True)
+    assert not stalled.held
+    assert all(math.isnan(v) for v in (stalled.within_1s, stalled.p99_ms, stalled.consumer_cpu10k))
+
+
+def test_a_producer_that_stalled_before_its_first_progress_line_published_at_no_rate():
+    assert stalled_step(6_500, 390_000, [(1.0, "INFO starting")], applied=0).published_rate == 0
+
+
+def test_after_a_stalled_step_the_search_goes_on_below_it():
+    steps = search(lambda rate: step(rate, stalled=rate > 5_000), drain_rate=8_100, steps=4)
+    assert [(s.rate, s.held) for s in steps] == [(6_500, False), (5_200, False), (4_200, True), (4_700, True)]
