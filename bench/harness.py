@@ -127,9 +127,16 @@ class Bench:
             except google_exceptions.GoogleAPICallError as exc:
                 log.warning("could not delete %s: %s", next(iter(path.values())), exc)
 
-    def close(self) -> None:
+    def drop_all(self) -> None:
+        """Delete every topic made so far. The emulator keeps every message a subscription has had,
+        acked or not, until the subscription is deleted (42 MiB of its heap per 50,000 orders,
+        measured): a run that kept its repeats' topics filled the emulator's 1 GiB, and its last
+        repeat and the sustained search were measured on an emulator in full collections."""
         for topic in list(self.topics):
             self.drop(topic)
+
+    def close(self) -> None:
+        self.drop_all()
         self.subscriber.close()
         self.cluster.shutdown()
 

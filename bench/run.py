@@ -70,11 +70,15 @@ WARM_UP_JIT_KEY = "warm_up_drains_node_jit_cpu10k"  # and the part of it the JIT
 
 
 def one_repeat(bench: Bench, plan: Plan) -> Figures:
-    """Every scenario once, on a new dead-letter topic shared by this repeat's consumers."""
+    """Every scenario once, on a new dead-letter topic shared by this repeat's consumers; the
+    repeat's topics are deleted at its end, to free the emulator's memory (Bench.drop_all)."""
     dlq = bench.topic("dlq")
     figures: Figures = {}
-    for scenario in SCENARIOS:
-        figures.update(scenario(bench, plan, dlq))
+    try:
+        for scenario in SCENARIOS:
+            figures.update(scenario(bench, plan, dlq))
+    finally:
+        bench.drop_all()
     return figures
 
 
@@ -147,6 +151,7 @@ def warm_up(bench: Bench, plan: Plan) -> dict[str, list[float]]:
             costs[-1],
             compiling[-1],
         )
+    bench.drop_all()
     return {WARM_UP_KEY: costs, WARM_UP_JIT_KEY: compiling}
 
 

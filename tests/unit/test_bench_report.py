@@ -298,10 +298,17 @@ def test_the_stack_is_described_from_the_environment(environ, described):
 class FakeBench:
     def __init__(self) -> None:
         self.topics: list[str] = []
+        self.made = 0
+        self.dropped: list[str] = []
 
     def topic(self, name: str) -> str:
-        self.topics.append(name)
-        return f"{name}-{len(self.topics)}"
+        self.made += 1
+        self.topics.append(f"{name}-{self.made}")
+        return self.topics[-1]
+
+    def drop_all(self) -> None:
+        self.dropped += self.topics
+        self.topics = []
 
 
 def test_a_repeat_runs_every_scenario_in_order_on_one_dead_letter_topic(monkeypatch):
@@ -309,7 +316,7 @@ def test_a_repeat_runs_every_scenario_in_order_on_one_dead_letter_topic(monkeypa
 
     def scenario(name: str, figures: dict[str, float]):
         def run_it(bench, plan, dlq):
-            calls.append((name, plan, dlq))
+            calls.append((name, plan, dlq, bench.topic(name)))
             return figures
 
         return run_it
@@ -317,7 +324,11 @@ def test_a_repeat_runs_every_scenario_in_order_on_one_dead_letter_topic(monkeypa
     monkeypatch.setattr(run, "SCENARIOS", [scenario("first", {"a": 1.0}), scenario("second", {"b": 2.0})])
     bench, plan = FakeBench(), Plan(n=10, baseline_n=5, latency_rate=3, latency_seconds=2)
     assert run.one_repeat(bench, plan) == {"a": 1.0, "b": 2.0}  # type: ignore[arg-type]  # a fake Bench
-    assert calls == [("first", plan, "dlq-1"), ("second", plan, "dlq-1")] and bench.topics == ["dlq"]
+    assert calls == [("first", plan, "dlq-1", "first-2"), ("second", plan, "dlq-1", "second-3")]
+    # The emulator keeps every message a subscription had, acked or not, until it is deleted.
+    assert (bench.dropped, bench.topics) == (["dlq-1", "first-2", "second-3"], [])
+    assert run.one_repeat(bench, plan) == {"a": 1.0, "b": 2.0}  # type: ignore[arg-type]  # a fake Bench
+    assert bench.dropped[3:] == ["dlq-4", "first-5", "second-6"]
 
 
 class WarmingBench(FakeBench):
@@ -378,7 +389,7 @@ def test_the_node_is_warmed_up_by_batched_loads_then_drains_until_its_compiler_i
         )
     ]
     assert calls == [load, load, *drains_run]
-    assert bench.topics == ["dlq"] + ["orders"] * 4
+    assert (bench.dropped, bench.topics) == (["dlq-1", "orders-2", "orders-3", "orders-4", "orders-5"], [])
 
 
 def test_the_warm_up_stops_after_its_last_drain_even_when_the_compiler_never_quietens(monkeypatch):
