@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from google.api_core import exceptions as google_exceptions
-from google.api_core.retry import Retry, if_exception_type
 from google.cloud import pubsub_v1
 
-from ecom_pipeline.admin import SCHEMA, apply_schema, replication_factor_from
+from ecom_pipeline.admin import SCHEMA, apply_schema, patience, replication_factor_from
 from ecom_pipeline.cassandra_io import connect_session
 from ecom_pipeline.config import CassandraSettings, PubSubSettings
 
@@ -51,9 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 KEYSPACE = "ecom_bench"
 log = logging.getLogger(__name__)
-# An emulator too busy to answer in time, asked again for up to DROP_WAIT seconds (see Bench.drop).
-BUSY = (google_exceptions.DeadlineExceeded, google_exceptions.ServiceUnavailable)
-DROP_WAIT = 300
+DROP_WAIT = 300  # seconds a deletion asks an emulator that does not answer again (see Bench.drop)
 Figures = dict[str, float]  # one repeat's measurements by name (bench/report.py's LABELS, RATIOS)
 
 
@@ -108,20 +105,20 @@ class Bench:
         self.session.execute("TRUNCATE orders_payments_facts", timeout=120)
 
     def drop(self, topic: str) -> None:
-        """Delete a topic and its subscription now, with whatever backlog it still holds: the
-        emulator keeps every undelivered message in its memory, and a large one slows it for
-        every later step. An emulator that does not answer in time (one that stalled under a
-        step's load) is asked again for up to DROP_WAIT seconds, so the next step starts on
-        an emulator that answers again. A failed deletion is logged, never raised: it costs no figure."""
+        """Delete a topic and its subscription now: the emulator keeps every message the
+        subscription has had in its memory (see drop_all), and a large heap slows it for every
+        later step. An emulator that does not answer in time (one that stalled under a step's
+        load) is asked again for up to DROP_WAIT seconds (`patience`, as set-up does), so the
+        next step starts on an emulator that answers again. A failed deletion is logged, never
+        raised: it costs no figure."""
         if topic in self.topics:
             self.topics.remove(topic)
-        again = Retry(predicate=if_exception_type(*BUSY), timeout=DROP_WAIT)
         for delete, path in (
             (self.subscriber.delete_subscription, {"subscription": self.subscription_path(topic)}),
             (self.publisher.delete_topic, {"topic": self.topic_path(topic)}),
         ):
             try:
-                delete(**path, retry=again, timeout=30)
+                delete(**path, **patience(DROP_WAIT))
             except google_exceptions.NotFound:
                 pass
             except google_exceptions.GoogleAPICallError as exc:

@@ -23,6 +23,7 @@ from .pubsub_setup import (
     SubscriptionSpec,
     ensure_subscriptions,
     ensure_topics,
+    patience,
     pipeline_subscriptions,
     subscription_request,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "ensure_topics",
     "main",
     "password_literal",
+    "patience",
     "pipeline_role_statements",
     "pipeline_subscriptions",
     "replication_factor_from",

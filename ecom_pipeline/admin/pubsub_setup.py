@@ -33,6 +33,7 @@ __all__ = [
     "SubscriptionSpec",
     "ensure_subscriptions",
     "ensure_topics",
+    "patience",
     "pipeline_subscriptions",
     "subscription_request",
 ]
@@ -88,10 +89,11 @@ def _pubsub_call(settings: PubSubSettings, doing: str, missing: str, wait: float
         raise translate_pubsub_error(exc, doing, missing) from exc
 
 
-def _patience(wait: float) -> dict[str, object]:
-    """Retry and timeout of one set-up call: a refusal is an error at once, and a Pub/Sub that is
-    down is tried again until `wait` seconds have passed (the client's own default retries
-    CreateTopic for 10 minutes, in silence); one attempt lasts at most RPC_TIMEOUT."""
+def patience(wait: float) -> dict[str, object]:
+    """Retry and timeout of one administrative call (set-up's, the bench's deletions): a refusal
+    is an error at once, and a Pub/Sub that is down or too busy to answer is tried again until
+    `wait` seconds have passed (the client's own default retries CreateTopic for 10 minutes, in
+    silence); one attempt lasts at most RPC_TIMEOUT."""
     retry = Retry(predicate=if_exception_type(*TRANSIENT_GOOGLE_ERRORS), initial=0.5, maximum=5.0, timeout=wait)
     return {"retry": retry, "timeout": RPC_TIMEOUT}
 
@@ -111,7 +113,7 @@ def ensure_topics(settings: PubSubSettings, topics: list[str], wait: float = SET
         path = settings.topic_path(topic)
         with _pubsub_call(settings, f"creating topic {path}", f"project {settings.project}", wait):
             try:
-                publisher.create_topic(name=path, **_patience(wait))
+                publisher.create_topic(name=path, **patience(wait))
                 log.info("created topic %s", topic)
             except google_exceptions.AlreadyExists:
                 log.info("topic %s exists", topic)
@@ -155,7 +157,7 @@ def ensure_subscriptions(settings: PubSubSettings, specs: list[SubscriptionSpec]
             missing = f"topic {spec.topic}" + (f" or topic {spec.dead_letter_topic}" if spec.dead_letter_topic else "")
             with _pubsub_call(settings, f"setting up subscription {request['name']}", missing, wait):
                 try:
-                    subscriber.create_subscription(request=request, **_patience(wait))
+                    subscriber.create_subscription(request=request, **patience(wait))
                     log.info("created subscription %s", spec.name)
                 except google_exceptions.AlreadyExists:
                     log.info("subscription %s exists", spec.name)
@@ -166,7 +168,7 @@ def ensure_subscriptions(settings: PubSubSettings, specs: list[SubscriptionSpec]
                         subscriber.update_subscription(
                             subscription={"name": request["name"], "message_retention_duration": DEAD_LETTER_RETENTION},
                             update_mask={"paths": ["message_retention_duration"]},
-                            **_patience(wait),
+                            **patience(wait),
                         )
 
 
@@ -180,7 +182,7 @@ def _ensure_dead_letter_policy(
     """An existing subscription whose dead-letter policy is not the spec's gets the spec's (one
     made by an older set-up, with 5 attempts): Pub/Sub updates a dead-letter policy in place."""
     path, topic = settings.subscription_path(spec.name), settings.topic_path(dead_letter_topic)
-    current = subscriber.get_subscription(subscription=path, **_patience(wait)).dead_letter_policy
+    current = subscriber.get_subscription(subscription=path, **patience(wait)).dead_letter_policy
     if (current.dead_letter_topic, current.max_delivery_attempts) == (topic, spec.max_delivery_attempts):
         return
     subscriber.update_subscription(
@@ -189,7 +191,7 @@ def _ensure_dead_letter_policy(
             "dead_letter_policy": {"dead_letter_topic": topic, "max_delivery_attempts": spec.max_delivery_attempts},
         },
         update_mask={"paths": ["dead_letter_policy"]},
-        **_patience(wait),
+        **patience(wait),
     )
     log.info(
         "subscription %s: dead-letter policy updated from %d to %d delivery attempts (to %s)",
