@@ -315,6 +315,7 @@ CPU_ROWS = [  # the chart's CPU panel: row prefix, label
     ("payment_consumer", "payment consumer"),
     ("payment_consumer_2w", "payment consumer, 2 workers"),
     ("ceiling_batched", "batched ceiling (loader)"),
+    ("beside_batched", "batched, beside the drains (loader)"),
     ("ceiling_batched_shaped", "batched, shaped like a drain"),
 ]
 
