@@ -21,11 +21,12 @@ On the same generated data (seed 7), each repeat measures:
   acked, measured by the consumer);
 - payments racing 0-30 s ahead of their orders, healed by the DLQ replay (bench/scenarios/racing.py):
   payment applied - order written, as seen by polling Cassandra.
-Before the first repeat, the node is warmed up with WARM_UP_LOADS batched loads and then order
-drains until its just-in-time compiler used at most WARM_UP_JIT_SHARE of the node's CPU in the
-last drain and that drain cost the node no less than WARM_UP_FLAT of the one before (at most
-WARM_UP_DRAINS), none of them kept: a cold JVM compiles its write path during the first repeat's
-drains, while that repeat's ceilings (later) run warm.
+Before the first repeat, the node is warmed up with WARM_UP_LOADS batched loads and then rounds
+of an order drain and a payment drain until, in each of the last round's two drains, its
+just-in-time compiler used at most WARM_UP_JIT_SHARE of the node's CPU and the drain cost the
+node no less than WARM_UP_FLAT of the same drain in the round before (at most WARM_UP_DRAINS
+rounds), none of them kept: a cold JVM compiles its write and read paths during the first
+repeat's drains, while that repeat's ceilings (later) run warm.
 Once a run, after the repeats: the sustained rate, the highest steady publish rate the order
 consumer keeps up with (p99 under 1 s, backlog bounded) for `--sustain-seconds` (60), in
 `--sustain-steps` (4) steps from 0.8 x the order drain's median rate (bench/scenarios/sustained.py),
@@ -51,7 +52,7 @@ from typing import Any
 from .harness import ROOT, Bench, Figures, Plan, Scenario, describe_machine, describe_stack
 from .measure import StackCpu
 from .report import chart, report
-from .scenarios import baselines, ceilings, drains, latency, producers, racing, sustained
+from .scenarios import baselines, ceilings, drains, latency, racing, sustained
 
 RESULTS = ROOT / "bench" / "results"
 # One repeat, in this order. Every scenario gets topics of its own: after a streaming-pull client
@@ -68,15 +69,21 @@ WARM_UP_LOADS = 2
 # drains in turn, its JIT compiler threads used 49, 41, 25, 13, 5, 9, 12 and then 2-5 % of its CPU,
 # while the costs wandered by 15 % with or without it. So drains follow until the compiler is down
 # to WARM_UP_JIT_SHARE, read from its own threads rather than guessed from the costs.
-WARM_UP_DRAINS, WARM_UP_JIT_SHARE = 8, 0.05
+WARM_UP_DRAINS, WARM_UP_JIT_SHARE = 8, 0.05  # rounds at most; the share
 # And the compiler going quiet was not enough: the run of record of ef14000 stopped at drains
 # costing the node 3.88, 2.09 and 1.49 CPU-s per 10,000 rows (its compiler at 4 % in the last),
 # and its first repeat then cost the node the most (1.66 against 1.43 and 1.47) with a p99 of
 # 1,328 ms at 2,000 orders/s (344 and 214 in the others). So the last drain must also cost the
 # node at least WARM_UP_FLAT of the one before: no longer falling beyond the costs' own wander.
 WARM_UP_FLAT = 0.9
-WARM_UP_KEY = "warm_up_drains_node_cpu10k"  # in the JSON: those drains' node CPU per 10k rows
-WARM_UP_JIT_KEY = "warm_up_drains_node_jit_cpu10k"  # and the part of it the JIT compiler used
+# And order drains alone left the payments' reads cold: in the run of record of bb89840 the first
+# repeat's payment drain cost the node 3.62 CPU-s per 10,000 rows, 1.28 of it compiling (then
+# 2.02 and 1.39, the compiler 0.04 and 0.02). So each warm-up round drains orders then their
+# payments, and both must be warm.
+WARM_UP_KEYS = {  # in the JSON: the warm-up drains' node CPU per 10k rows, and its JIT compiler's part
+    "order_consumer": ("warm_up_drains_node_cpu10k", "warm_up_drains_node_jit_cpu10k"),
+    "payment_consumer": ("warm_up_payment_drains_node_cpu10k", "warm_up_payment_drains_node_jit_cpu10k"),
+}
 
 
 def one_repeat(bench: Bench, plan: Plan) -> Figures:
@@ -111,7 +118,7 @@ def main() -> int:
     if args.redraw:
         saved = json.loads((RESULTS / f"{args.results}.json").read_text())
         args.n, args.baseline_n, args.latency_rate = saved["n"], saved["baseline_n"], saved.get("latency_rate", 2_000)
-        warmed_up = {key: saved[key] for key in (WARM_UP_KEY, WARM_UP_JIT_KEY) if key in saved}
+        warmed_up = {key: saved[key] for keys in WARM_UP_KEYS.values() for key in keys if key in saved}
         return write_results(saved["runs"], args, saved.get("sustained"), warmed_up)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s")
     logging.getLogger("cassandra").setLevel(logging.ERROR)
@@ -138,31 +145,32 @@ def main() -> int:
 
 
 def warm_up(bench: Bench, plan: Plan) -> dict[str, list[float]]:
-    """Batched loads, then order drains until `warmed`, before the first repeat, so every repeat
-    measures a node that has compiled its write path (just-in-time). The drains' node CPU per
-    10,000 rows, and its JIT compiler's part, are returned for the results (WARM_UP_KEY,
-    WARM_UP_JIT_KEY); nothing else of them is kept."""
+    """Batched loads, then rounds of an order drain and a payment drain until both are `warmed`,
+    before the first repeat, so every repeat measures a node that has compiled its write and read
+    paths (just-in-time). The drains' node CPU per 10,000 rows, and its JIT compiler's part, are
+    returned for the results (WARM_UP_KEYS); nothing else of them is kept."""
     for load in range(WARM_UP_LOADS):
         log.info("warming the node up: batched load %d of %d, %d rows, not measured", load + 1, WARM_UP_LOADS, plan.n)
         ceilings.ceiling_inserts(bench, plan.n, processes=1, concurrency=0, batched=True)
     dlq = bench.topic("dlq")
-    costs: list[float] = []
-    compiling: list[float] = []
-    while len(costs) < WARM_UP_DRAINS and not warmed(costs, compiling):
+    kept: dict[str, list[float]] = {key: [] for keys in WARM_UP_KEYS.values() for key in keys}
+    rounds = 0
+    while rounds < WARM_UP_DRAINS and not all(warmed(kept[cost], kept[jit]) for cost, jit in WARM_UP_KEYS.values()):
         bench.truncate()
-        topic = bench.topic("orders")
-        producers.publish(bench, "orders", topic, plan.n, "")
-        figures = drains.consume(bench, "order_data_consumer.py", topic, dlq, plan.n, 1)
-        costs.append(figures["window_node_cpu10k"])
-        compiling.append(figures["window_node_jit_cpu10k"])
-        log.info(
-            "warming the node up: order drain %d, the node's CPU per 10k rows %.2f, its JIT compiler's %.2f of it",
-            len(costs),
-            costs[-1],
-            compiling[-1],
-        )
+        figures = drains.drain_both(bench, plan, dlq, 1, "")
+        rounds += 1
+        for name, (cost, jit) in WARM_UP_KEYS.items():
+            kept[cost].append(figures[f"{name}_window_node_cpu10k"])
+            kept[jit].append(figures[f"{name}_window_node_jit_cpu10k"])
+            log.info(
+                "warming the node up: round %d, %s: the node's CPU per 10k rows %.2f, its JIT compiler's %.2f of it",
+                rounds,
+                name,
+                kept[cost][-1],
+                kept[jit][-1],
+            )
     bench.drop_all()
-    return {WARM_UP_KEY: costs, WARM_UP_JIT_KEY: compiling}
+    return kept
 
 
 def warmed(

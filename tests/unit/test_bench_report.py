@@ -372,14 +372,20 @@ class WarmingBench(FakeBench):
         self.calls.append(("truncate",))
 
 
+QUIET = (1.0, 0.0)  # a drain that cost the node 1.0 CPU-s per 10k rows, none of it compiling
+
+
 def warm_up_with(
-    monkeypatch, drained: list[tuple[float, float]]
+    monkeypatch, orders: list[tuple[float, float]], payments: list[tuple[float, float]] | None = None
 ) -> tuple[dict[str, list[float]], list[object], WarmingBench]:
-    """`run.warm_up` with the loads, publishes and drains recorded, the drains costing the node
-    `drained` in turn (its CPU per 10k rows, its JIT compiler's part): what it returned, the calls
-    in order, and the bench."""
+    """`run.warm_up` with the loads, publishes and drains recorded, the order drains costing the
+    node `orders` in turn (its CPU per 10k rows, its JIT compiler's part), the payment drains
+    `payments` (else QUIET each): what it returned, the calls in order, and the bench."""
     calls: list[object] = []
-    figures = iter(drained)
+    figures = {
+        "order_data_consumer.py": iter(orders),
+        "ingest_in_fact_table.py": iter(payments or [QUIET] * len(orders)),
+    }
 
     def load(bench, n, **how):
         calls.append(("load", n, how))
@@ -391,7 +397,7 @@ def warm_up_with(
 
     def consume(bench, script, topic, dlq, n, workers):
         calls.append(("drain", script, topic, dlq, n, workers))
-        node, jit = next(figures)
+        node, jit = next(figures[script])
         return {"window_node_cpu10k": node, "window_node_jit_cpu10k": jit}
 
     monkeypatch.setattr(ceilings, "ceiling_inserts", load)
@@ -405,11 +411,13 @@ def warm_up_with(
 def test_the_node_is_warmed_up_by_batched_loads_then_drains_until_its_compiler_is_quiet_and_cost_flat(monkeypatch):
     # A fresh node's drains after two loads, as measured: the compiler's part falls to 5 % at the
     # fourth, whose cost is within a tenth of the third's.
-    drained = [(2.0, 0.8), (1.6, 0.4), (1.3, 0.12), (1.2, 0.06), (1.2, 0.01)]
-    kept, calls, bench = warm_up_with(monkeypatch, drained)
+    orders = [(2.0, 0.8), (1.6, 0.4), (1.3, 0.12), (1.2, 0.06), (1.2, 0.01)]
+    kept, calls, bench = warm_up_with(monkeypatch, orders)
     assert kept == {
         "warm_up_drains_node_cpu10k": [2.0, 1.6, 1.3, 1.2],
         "warm_up_drains_node_jit_cpu10k": [0.8, 0.4, 0.12, 0.06],
+        "warm_up_payment_drains_node_cpu10k": [1.0] * 4,
+        "warm_up_payment_drains_node_jit_cpu10k": [0.0] * 4,
     }
     load = ("load", 10, {"processes": 1, "concurrency": 0, "batched": True})
     drains_run = [
@@ -417,27 +425,40 @@ def test_the_node_is_warmed_up_by_batched_loads_then_drains_until_its_compiler_i
         for k in range(4)
         for call in (
             ("truncate",),
-            ("publish", "orders", f"orders-{k + 2}", 10),
-            ("drain", "order_data_consumer.py", f"orders-{k + 2}", "dlq-1", 10, 1),
+            ("publish", "orders", f"orders-{2 * k + 2}", 10),
+            ("drain", "order_data_consumer.py", f"orders-{2 * k + 2}", "dlq-1", 10, 1),
+            ("publish", "payments", f"payments-{2 * k + 3}", 10),
+            ("drain", "ingest_in_fact_table.py", f"payments-{2 * k + 3}", "dlq-1", 10, 1),
         )
     ]
     assert calls == [load, load, *drains_run]
-    assert (bench.dropped, bench.topics) == (["dlq-1", "orders-2", "orders-3", "orders-4", "orders-5"], [])
+    made = [name for k in range(4) for name in (f"orders-{2 * k + 2}", f"payments-{2 * k + 3}")]
+    assert (bench.dropped, bench.topics) == (["dlq-1", *made], [])
 
 
 def test_the_warm_up_goes_on_while_the_nodes_cost_still_falls_with_its_compiler_quiet(monkeypatch):
     # The warm-up of the run of record of ef14000, whose first repeat then cost the node the most.
-    drained = [(3.88, 1.94), (2.09, 0.46), (1.49, 0.06), (1.2, 0.02), (1.15, 0.01), (1.1, 0.01)]
-    kept, _, _ = warm_up_with(monkeypatch, drained)
-    assert kept == {
-        "warm_up_drains_node_cpu10k": [3.88, 2.09, 1.49, 1.2, 1.15],
-        "warm_up_drains_node_jit_cpu10k": [1.94, 0.46, 0.06, 0.02, 0.01],
-    }
+    orders = [(3.88, 1.94), (2.09, 0.46), (1.49, 0.06), (1.2, 0.02), (1.15, 0.01), (1.1, 0.01)]
+    kept, _, _ = warm_up_with(monkeypatch, orders)
+    assert kept["warm_up_drains_node_cpu10k"] == [3.88, 2.09, 1.49, 1.2, 1.15]
+    assert kept["warm_up_drains_node_jit_cpu10k"] == [1.94, 0.46, 0.06, 0.02, 0.01]
+
+
+def test_the_warm_up_goes_on_while_the_payment_drains_compile(monkeypatch):
+    # The run of record of bb89840 warmed the node with order drains only: its first repeat's
+    # payment drain cost the node 3.62 CPU-s per 10k rows, 1.28 of it compiling (then 0.04, 0.02).
+    orders = [(1.4, 0.06), (1.3, 0.04), (1.3, 0.03), (1.3, 0.02), (1.3, 0.02)]
+    payments = [(3.6, 1.3), (2.0, 0.3), (1.5, 0.1), (1.4, 0.05), (1.4, 0.0)]
+    kept, _, _ = warm_up_with(monkeypatch, orders, payments)
+    assert kept["warm_up_payment_drains_node_cpu10k"] == [3.6, 2.0, 1.5, 1.4]
+    assert kept["warm_up_payment_drains_node_jit_cpu10k"] == [1.3, 0.3, 0.1, 0.05]
+    assert kept["warm_up_drains_node_cpu10k"] == [1.4, 1.3, 1.3, 1.3]
 
 
 def test_the_warm_up_stops_after_its_last_drain_even_when_the_compiler_never_quietens(monkeypatch):
     kept, _, _ = warm_up_with(monkeypatch, [(1.0, 0.5)] * 9)
-    assert kept == {"warm_up_drains_node_cpu10k": [1.0] * 8, "warm_up_drains_node_jit_cpu10k": [0.5] * 8}
+    assert kept["warm_up_drains_node_cpu10k"] == [1.0] * 8
+    assert kept["warm_up_drains_node_jit_cpu10k"] == [0.5] * 8
 
 
 @pytest.mark.parametrize(
