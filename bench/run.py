@@ -152,12 +152,13 @@ def warm_up(bench: Bench, plan: Plan) -> dict[str, list[float]]:
     for load in range(WARM_UP_LOADS):
         log.info("warming the node up: batched load %d of %d, %d rows, not measured", load + 1, WARM_UP_LOADS, plan.n)
         ceilings.ceiling_inserts(bench, plan.n, processes=1, concurrency=0, batched=True)
-    dlq = bench.topic("dlq")
     kept: dict[str, list[float]] = {key: [] for keys in WARM_UP_KEYS.values() for key in keys}
     rounds = 0
     while rounds < WARM_UP_DRAINS and not all(warmed(kept[cost], kept[jit]) for cost, jit in WARM_UP_KEYS.values()):
+        dlq = bench.topic("dlq")
         bench.truncate()
         figures = drains.drain_both(bench, plan, dlq, 1, "")
+        bench.drop_all()  # 100,000 messages a round, kept by the emulator until deleted (Bench.drop_all)
         rounds += 1
         for name, (cost, jit) in WARM_UP_KEYS.items():
             kept[cost].append(figures[f"{name}_window_node_cpu10k"])
@@ -169,7 +170,6 @@ def warm_up(bench: Bench, plan: Plan) -> dict[str, list[float]]:
                 kept[cost][-1],
                 kept[jit][-1],
             )
-    bench.drop_all()
     return kept
 
 
