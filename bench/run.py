@@ -24,8 +24,8 @@ On the same generated data (seed 7), each repeat measures:
 Before the first repeat, the node is warmed up with WARM_UP_LOADS batched loads and then rounds
 of an order drain and a payment drain until, in each of the last round's two drains, its
 just-in-time compiler used at most WARM_UP_JIT_SHARE of the node's CPU and the drain cost the
-node no less than WARM_UP_FLAT of the same drain in the round before (at most WARM_UP_DRAINS
-rounds), none of them kept: a cold JVM compiles its write and read paths during the first
+node no less than WARM_UP_FLAT of the same drain in the round before (at most WARM_UP_ROUNDS
+of them), none of them kept: a cold JVM compiles its write and read paths during the first
 repeat's drains, while that repeat's ceilings (later) run warm.
 Once a run, after the repeats: the sustained rate, the highest steady publish rate the order
 consumer keeps up with (p99 under 1 s, backlog bounded) for `--sustain-seconds` (60), in
@@ -69,7 +69,7 @@ WARM_UP_LOADS = 2
 # drains in turn, its JIT compiler threads used 49, 41, 25, 13, 5, 9, 12 and then 2-5 % of its CPU,
 # while the costs wandered by 15 % with or without it. So drains follow until the compiler is down
 # to WARM_UP_JIT_SHARE, read from its own threads rather than guessed from the costs.
-WARM_UP_DRAINS, WARM_UP_JIT_SHARE = 8, 0.05  # rounds at most; the share
+WARM_UP_ROUNDS, WARM_UP_JIT_SHARE = 8, 0.05
 # And the compiler going quiet was not enough: the run of record of ef14000 stopped at drains
 # costing the node 3.88, 2.09 and 1.49 CPU-s per 10,000 rows (its compiler at 4 % in the last),
 # and its first repeat then cost the node the most (1.66 against 1.43 and 1.47) with a p99 of
@@ -154,7 +154,7 @@ def warm_up(bench: Bench, plan: Plan) -> dict[str, list[float]]:
         ceilings.ceiling_inserts(bench, plan.n, processes=1, concurrency=0, batched=True)
     kept: dict[str, list[float]] = {key: [] for keys in WARM_UP_KEYS.values() for key in keys}
     rounds = 0
-    while rounds < WARM_UP_DRAINS and not all(warmed(kept[cost], kept[jit]) for cost, jit in WARM_UP_KEYS.values()):
+    while rounds < WARM_UP_ROUNDS and not all(warmed(kept[cost], kept[jit]) for cost, jit in WARM_UP_KEYS.values()):
         dlq = bench.topic("dlq")
         bench.truncate()
         figures = drains.drain_both(bench, plan, dlq, 1, "")
