@@ -14,8 +14,9 @@ import logging
 import re
 import ssl
 import threading
-from collections.abc import Collection, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cassandra import (
     AuthenticationFailed,
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 TABLE = "orders_payments_facts"
 INSERT_ORDER = (
     f"INSERT INTO {TABLE} ({', '.join(ORDER_COLUMNS)}) VALUES ({', '.join('?' for _ in ORDER_COLUMNS)})"
@@ -237,11 +239,13 @@ def unmeetable_consistency(
 def estimated_size(values: Sequence[object]) -> int:
     """About how many bytes a row's cells take in a mutation (what Cassandra's batch size
     thresholds measure): the values, and a fixed overhead per cell (timestamp, flags, path)."""
-    return sum(
-        (len(value.encode("utf-8")) if isinstance(value, str) else 8) + CELL_OVERHEAD
-        for value in values
-        if value is not None
-    )
+    size = 0
+    for value in values:  # a loop, not a generator: a microsecond a row less, at every write
+        if isinstance(value, str):
+            size += (len(value) if value.isascii() else len(value.encode("utf-8"))) + CELL_OVERHEAD
+        elif value is not None:
+            size += 8 + CELL_OVERHEAD
+    return size
 
 
 def rows_per_batch(waiting: int) -> int:
@@ -268,6 +272,10 @@ def plan_batches(keys: Sequence[Hashable], sizes: Sequence[int], *, max_rows: in
             size += sizes[position]
         batches.append(current)
     return batches
+
+
+def _routing_key(statement: BoundStatement) -> bytes:
+    return statement.routing_key  # type: ignore[no-any-return]  # the driver's classes are untyped
 
 
 class _Routed(BoundStatement):  # type: ignore[misc]  # the driver's classes are untyped
@@ -322,6 +330,7 @@ class FactStore:
         self._statements = statements
         self._writing = 0  # rows handed to _run and not yet written, over every thread's calls
         self._writing_lock = threading.Lock()
+        self._uniform: tuple[object, frozenset[Host] | None] = (None, None)  # see _uniform_replicas
 
     @property
     def session(self) -> Session:
@@ -344,7 +353,7 @@ class FactStore:
         key_type = lookup.column_metadata[lookup.routing_key_indexes[0]].type
         routing = [key_type.serialize(order_id, lookup.protocol_version) for order_id in unique]
         groups = plan_batches(
-            [self._replicas(key) for key in routing],
+            self._replica_sets(routing, bytes),
             [1] * len(unique),
             max_rows=MAX_READ_GROUP,
             max_bytes=MAX_READ_GROUP,
@@ -388,7 +397,7 @@ class FactStore:
             waiting = self._writing
         try:
             batches = plan_batches(
-                [self._replicas(b.routing_key) for b in bound],
+                self._replica_sets(bound, _routing_key),
                 [estimated_size(row) for row in parameters],
                 max_rows=rows_per_batch(waiting),
                 max_bytes=MAX_BATCH_BYTES,
@@ -416,10 +425,32 @@ class FactStore:
                 errors[position] = None if ok else translate_error(result)
         return errors
 
-    def _replicas(self, routing_key: bytes) -> frozenset[Host]:
-        """The nodes holding this partition (token-aware), in any order (a host is equal to
-        another of the same address); on one node, the same for every row."""
-        return frozenset(self._cluster.metadata.get_replicas(self._session.keyspace, routing_key))
+    def _replica_sets(self, rows: Sequence[R], routing_key: Callable[[R], bytes]) -> list[frozenset[Host]]:
+        """The nodes holding each row's partition (token-aware), in any order (a host is equal
+        to another of the same address)."""
+        uniform = self._uniform_replicas()
+        if uniform is not None:
+            return [uniform] * len(rows)
+        metadata, keyspace = self._cluster.metadata, self._session.keyspace
+        return [frozenset(metadata.get_replicas(keyspace, routing_key(row))) for row in rows]
+
+    def _uniform_replicas(self) -> frozenset[Host] | None:
+        """The replicas of every partition when all the keyspace's token ranges have the same
+        ones (no more nodes than replicas: one node, or three holding three replicas), else None.
+
+        Then no row is looked up: a lookup cost 2.9 us a row here, about a tenth of the order
+        consumer's CPU per message. The driver replaces a keyspace's map of ranges when the ring
+        or the keyspace changes, so the answer is worked out again once per map."""
+        token_map = self._cluster.metadata.token_map
+        ranges = token_map.tokens_to_hosts_by_ks.get(self._session.keyspace) if token_map is not None else None
+        if not ranges:  # not built yet: the first lookup builds it
+            return None
+        known, uniform = self._uniform
+        if ranges is not known:
+            replica_sets = {frozenset(hosts) for hosts in ranges.values()}
+            uniform = replica_sets.pop() if len(replica_sets) == 1 else None
+            self._uniform = (ranges, uniform)
+        return uniform
 
     @staticmethod
     def _batch(statements: list[BoundStatement]) -> Statement:

@@ -136,10 +136,19 @@ class FakeCassandra:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._callbacks = ThreadPoolExecutor(max_workers=1)
-        self.metadata = self  # the cluster's metadata: get_replicas below
+        self.metadata = self  # the cluster's metadata: get_replicas and token_map below
+        self.lookups = 0  # get_replicas calls
+        self.ring(REPLICA_SETS)
+
+    def ring(self, ranges: Sequence[Sequence[str]] | None) -> None:
+        """The token map's replicas of each token range of the keyspace, as the driver keeps them
+        (None: not built yet). A new ring is a new map, as the driver builds one."""
+        by_range = {token: [Host(e) for e in endpoints] for token, endpoints in enumerate(ranges or [])}
+        self.token_map = FakeTokenMap({KEYSPACE: by_range} if ranges is not None else {})
 
     def get_replicas(self, keyspace: str, routing_key: bytes) -> list[Any]:
         assert keyspace == KEYSPACE
+        self.lookups += 1
         return [Host(endpoint) for endpoint in replicas_of(LongType.deserialize(routing_key, PROTOCOL))]
 
     def execute_async(self, statement: Any, parameters: object = None, **_: object) -> Done:
@@ -172,6 +181,11 @@ class FakeCassandra:
 @dataclass(frozen=True)
 class Host:
     endpoint: str
+
+
+@dataclass
+class FakeTokenMap:
+    tokens_to_hosts_by_ks: dict[str, dict[int, list[Host]]]
 
 
 def decode(statement: Any) -> Request:
@@ -254,6 +268,36 @@ def test_a_thousand_payments_on_one_replica_set_go_in_fifty_batches_of_twenty(ca
     rows = [payment_row(3 * k) for k in range(1, 1_001)]  # ids divisible by 3: one replica set
     assert store_on(cassandra).update_payments(rows) == [None] * 1_000
     assert batch_sizes(cassandra.written()) == [20] * 50
+
+
+def test_when_every_token_range_has_the_same_replicas_no_row_is_looked_up(cassandra):
+    # One node, or as many nodes as replicas: every range lists the same hosts, in any order.
+    cassandra.ring([REPLICA_SETS[0], REPLICA_SETS[0][::-1], REPLICA_SETS[0]])
+    rows = [payment_row(3 * k) for k in range(1, 1_001)]  # ids divisible by 3: that replica set
+    assert store_on(cassandra).update_payments(rows) == [None] * 1_000
+    assert cassandra.lookups == 0
+    assert batch_sizes(cassandra.written()) == [20] * 50
+    sent = sorted(row[-1] for request in cassandra.written() for row in request.rows)
+    assert sent == [3 * k for k in range(1, 1_001)]
+
+
+def test_a_new_ring_whose_ranges_differ_brings_back_the_lookups(cassandra):
+    store = store_on(cassandra)
+    cassandra.ring([REPLICA_SETS[0]] * 4)
+    assert store.insert_orders([order_row(3 * k) for k in range(1, 101)]) == [None] * 100
+    assert cassandra.lookups == 0
+    cassandra.ring(REPLICA_SETS)  # a node joined: the ranges' replicas differ now
+    rows = [order_row(order_id) for order_id in range(1, 301)]
+    assert store.insert_orders(rows) == [None] * 300
+    assert cassandra.lookups == 300
+    for request in cassandra.written():  # the fake refuses a request that spans replica sets
+        assert len({replicas_of(order_id) for order_id in request.order_ids()}) == 1
+
+
+def test_a_keyspace_whose_ranges_are_not_built_yet_is_looked_up_row_by_row(cassandra):
+    cassandra.ring(None)
+    assert store_on(cassandra).insert_orders([order_row(3 * k) for k in range(1, 51)]) == [None] * 50
+    assert cassandra.lookups == 50
 
 
 def test_a_thousand_orders_on_one_replica_set_go_seventeen_to_a_batch_under_the_byte_cap(cassandra):
