@@ -99,17 +99,16 @@ class _Outcomes:
     """One slot per message of a batch, filled in any order, read back in the batch's order."""
 
     def __init__(self, size: int) -> None:
-        self._size = size
-        self._by_position: dict[int, Outcome] = {}
+        self._slots: list[Outcome | None] = [None] * size
 
     def __setitem__(self, position: int, outcome: Outcome) -> None:
-        self._by_position[position] = outcome
+        self._slots[position] = outcome
 
     def in_order(self) -> list[Outcome]:
-        missing = [p for p in range(self._size) if p not in self._by_position]
-        if missing:
+        if None in self._slots:
+            missing = [p for p, outcome in enumerate(self._slots) if outcome is None]
             raise ValueError(f"no outcome for the messages at positions {missing}")
-        return [self._by_position[p] for p in range(self._size)]
+        return self._slots  # type: ignore[return-value]  # no slot is None: checked above
 
 
 class _Parser:
@@ -145,10 +144,11 @@ def _write_newest(
 ) -> None:
     """Write only the newest version of each row (`versions.newest_per_key`), as (record, write
     timestamp); every version of a row gets the outcome of the one written."""
-    chosen = newest_per_key([key(r) for _, r, _, _ in parsed], [t for *_, t, _ in parsed], [v for *_, v in parsed])
+    _, records, timestamps, versions = zip(*parsed, strict=True) if parsed else ((), (), (), ())
+    chosen = newest_per_key([key(r) for r in records], timestamps, versions)
     written = sorted(set(chosen))
-    errors = write([(parsed[i][1], parsed[i][2]) for i in written])
-    results = {i: _outcome(error) for i, error in zip(written, errors, strict=True)}
+    errors = write([(records[i], timestamps[i]) for i in written])
+    results = {i: APPLIED if error is None else _outcome(error) for i, error in zip(written, errors, strict=True)}
     for (position, *_), winner in zip(parsed, chosen, strict=True):
         outcomes[position] = results[winner]
 
