@@ -19,16 +19,25 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
+import grpc  # type: ignore[import-untyped]  # grpcio ships no type hints
 from google.api_core import exceptions as google_exceptions
+from google.api_core.gapic_v1 import routing_header
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.types import BatchSettings, LimitExceededBehavior, PublisherOptions, PublishFlowControl
 from google.pubsub_v1.services.publisher import PublisherClient as RawPublisherClient
-from google.pubsub_v1.types import AcknowledgeRequest, ModifyAckDeadlineRequest, PubsubMessage
+from google.pubsub_v1.types import (
+    AcknowledgeRequest,
+    ModifyAckDeadlineRequest,
+    PubsubMessage,
+    PullRequest,
+    PullResponse,
+)
 
 from .config import PubSubSettings
 from .errors import FatalError, PipelineError, ServiceUnavailable
@@ -52,6 +61,7 @@ log = logging.getLogger(__name__)
 MAX_IDS_PER_REQUEST = 1000  # keeps acknowledge / modifyAckDeadline requests far below 512 KB
 MAX_MESSAGES_PER_PUBLISH = 1000  # Pub/Sub's limit per Publish request
 MAX_BYTES_PER_PUBLISH = 9_000_000  # under Pub/Sub's 10 MB request limit, with room for framing
+PULL_METHOD = "/google.pubsub.v1.Subscriber/Pull"
 RPC_TIMEOUT = 30.0  # seconds for an ack, a lease change, a dead-letter publish or a lookup
 # The attributes of a message that has none (most): one mapping for all, read-only. Copying the
 # protobuf map costs a microsecond a message even when empty (it is read through the generic
@@ -171,17 +181,36 @@ class SubscriptionClient:
 
     def pull(self, max_messages: int, timeout: float) -> list[Received]:
         """Up to `max_messages` messages; an empty list when none arrived within `timeout`."""
+        request = PullRequest.pb()(subscription=self.path, max_messages=max_messages)
         try:
-            response = self._subscriber.pull(
-                subscription=self.path, max_messages=max_messages, timeout=timeout, retry=None
-            )
+            try:
+                response = self._raw_pull(request, timeout=timeout, metadata=self._routing)
+            except grpc.RpcError as exc:
+                # As the generated client does (unannotated upstream):
+                raise google_exceptions.from_grpc_error(exc) from exc  # type: ignore[no-untyped-call]
         except google_exceptions.DeadlineExceeded:
             return []
         except google_exceptions.GoogleAPICallError as exc:
             raise translate_error(exc, f"pull from {self.name}", f"subscription {self.path}") from exc
-        # The raw protobuf: reading fields through the proto-plus wrappers cost a tenth of the
-        # consumer's time in the profile.
-        return _all_received(type(response).pb(response).received_messages)
+        return _all_received(response.received_messages)
+
+    @cached_property
+    def _raw_pull(self) -> Any:
+        """The Pull method on the generated client's own channel (its credentials and endpoint),
+        in raw protobuf, without the client's layers (retry and timeout wrappers, a logging
+        interceptor, proto-plus): a pull of 100 messages on the emulator cost 0.31-0.34 ms of
+        CPU this way against 0.55-0.57 through the client, and reading the fields through
+        proto-plus cost a tenth of the consumer's time in an earlier profile."""
+        return self._subscriber.transport.grpc_channel.unary_unary(
+            PULL_METHOD,
+            request_serializer=PullRequest.pb().SerializeToString,
+            response_deserializer=PullResponse.pb().FromString,
+        )
+
+    @cached_property
+    def _routing(self) -> tuple[tuple[str, str], ...]:
+        """The routing header the generated client sends with each request on a subscription."""
+        return (routing_header.to_grpc_metadata((("subscription", self.path),)),)  # type: ignore[no-untyped-call]
 
     def ack(self, ack_ids: Sequence[str]) -> None:
         """Acknowledge; a failure only means the messages come again, which writes tolerate."""

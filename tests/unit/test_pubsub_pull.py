@@ -1,15 +1,17 @@
-"""`SubscriptionClient.pull` over a fake of the generated client's `pull`: the request, the
-messages it returns, and its errors translated as every other Pub/Sub call's. The answers are
-protobuf bytes built here field by field, so the expected values are written apart from the
-code's reading of them."""
+"""`SubscriptionClient.pull` over a fake of the Pull method on the generated client's channel:
+the request, the messages it returns, and its errors translated as every other Pub/Sub call's.
+The answers are protobuf bytes built here field by field, so the expected values are written
+apart from the code's reading of them."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
+import grpc
 import pytest
-from google.api_core import exceptions as google_exceptions
-from google.pubsub_v1.types import PullResponse
+from google.pubsub_v1.types import PullRequest, PullResponse
 
 from ecom_pipeline import pubsub_io
 from ecom_pipeline.errors import FatalError
@@ -18,19 +20,50 @@ PATH = "projects/p/subscriptions/orders_data-sub"
 NEW_YEAR_2026 = 1_767_225_600  # 2026-01-01T00:00:00Z in seconds since the epoch
 
 
+class FakeRpcError(grpc.RpcError):
+    """What a gRPC call raises: a status code and its details."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+
 class FakeSubscriber:
-    """The generated client's `pull`: serves one answer (response bytes, decoded as the client
-    decodes them, or the error its call raises) and records each call's arguments."""
+    """The generated client's transport channel: `unary_unary` gives the Pull method, which serves
+    one answer (response bytes, decoded by the deserializer it was given, or the gRPC error the
+    call raises) and records each call: its method, the request as sent (serialized and read
+    back), its timeout and its metadata."""
 
     def __init__(self, answer: bytes | BaseException) -> None:
         self.answer = answer
         self.calls: list[dict[str, object]] = []
+        self.transport = SimpleNamespace(grpc_channel=self)
 
-    def pull(self, **arguments: object) -> PullResponse:
-        self.calls.append(arguments)
-        if isinstance(self.answer, BaseException):
-            raise self.answer
-        return PullResponse.deserialize(self.answer)
+    def unary_unary(self, method: str, request_serializer: Any, response_deserializer: Any) -> Any:
+        def call(request: object, *, timeout: float, metadata: object) -> object:
+            sent = PullRequest.pb().FromString(request_serializer(request))
+            self.calls.append(
+                {
+                    "method": method,
+                    "subscription": sent.subscription,
+                    "max_messages": sent.max_messages,
+                    "timeout": timeout,
+                    "metadata": metadata,
+                }
+            )
+            if isinstance(self.answer, BaseException):
+                raise self.answer
+            return response_deserializer(self.answer)
+
+        return call
 
 
 def client(answer: bytes | BaseException) -> tuple[pubsub_io.SubscriptionClient, FakeSubscriber]:
@@ -56,10 +89,29 @@ def response_bytes() -> bytes:
     return response.SerializeToString()
 
 
-def test_a_pull_asks_for_the_subscription_and_the_count_with_its_timeout_and_no_retry():
+def test_a_pull_asks_for_the_subscription_and_the_count_with_its_timeout_and_routing_header():
     subscription, subscriber = client(PullResponse.pb()().SerializeToString())
     assert subscription.pull(250, 2.5) == []
-    assert subscriber.calls == [{"subscription": PATH, "max_messages": 250, "timeout": 2.5, "retry": None}]
+    assert subscription.pull(100, 0.5) == []
+    # What the generated client sends with a pull: a routing header naming the subscription
+    # (URL-encoded, its slashes kept).
+    routing = (("x-goog-request-params", "subscription=projects/p/subscriptions/orders_data-sub"),)
+    assert subscriber.calls == [
+        {
+            "method": "/google.pubsub.v1.Subscriber/Pull",
+            "subscription": PATH,
+            "max_messages": 250,
+            "timeout": 2.5,
+            "metadata": routing,
+        },
+        {
+            "method": "/google.pubsub.v1.Subscriber/Pull",
+            "subscription": PATH,
+            "max_messages": 100,
+            "timeout": 0.5,
+            "metadata": routing,
+        },
+    ]
 
 
 def test_each_pulled_message_keeps_its_ids_data_attributes_publish_time_and_attempt():
@@ -110,23 +162,23 @@ def test_a_message_without_attributes_gets_a_mapping_nobody_can_change():
 
 
 def test_a_pull_that_times_out_is_an_empty_pull():
-    subscription, _ = client(google_exceptions.DeadlineExceeded("Deadline Exceeded"))
+    subscription, _ = client(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
     assert subscription.pull(100, 0.5) == []
 
 
 def test_an_unavailable_pubsub_is_waited_for():
-    subscription, _ = client(google_exceptions.ServiceUnavailable("connection refused"))
+    subscription, _ = client(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused"))
     with pytest.raises(pubsub_io.PubSubUnavailable, match="connection refused"):
         subscription.pull(100, 0.5)
 
 
 def test_a_missing_subscription_stops_the_consumer_naming_it():
-    subscription, _ = client(google_exceptions.NotFound("Subscription does not exist"))
+    subscription, _ = client(FakeRpcError(grpc.StatusCode.NOT_FOUND, "Subscription does not exist"))
     with pytest.raises(FatalError, match=f"subscription {PATH} does not exist"):
         subscription.pull(100, 0.5)
 
 
 def test_refused_credentials_stop_the_consumer():
-    subscription, _ = client(google_exceptions.PermissionDenied("no pull for you"))
+    subscription, _ = client(FakeRpcError(grpc.StatusCode.PERMISSION_DENIED, "no pull for you"))
     with pytest.raises(FatalError, match="was refused: no pull for you"):
         subscription.pull(100, 0.5)
