@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-import grpc
+import grpc  # type: ignore[import-untyped]  # grpcio ships no type hints
 import pytest
 from google.pubsub_v1.types import PullRequest, PullResponse
 
@@ -20,7 +20,7 @@ PATH = "projects/p/subscriptions/orders_data-sub"
 NEW_YEAR_2026 = 1_767_225_600  # 2026-01-01T00:00:00Z in seconds since the epoch
 
 
-class FakeRpcError(grpc.RpcError):
+class FakeRpcError(grpc.RpcError):  # type: ignore[misc]  # grpcio is untyped
     """What a gRPC call raises: a status code and its details."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
