@@ -9,10 +9,12 @@ the part of it spent building and validating the rows.
 Usage: insert_load.py FIRST_ID COUNT --concurrency C   single statements, C in flight
        insert_load.py FIRST_ID COUNT --batched         the consumers' own write path: UNLOGGED
                                                        batches grouped by replica (FactStore)
-       insert_load.py FIRST_ID COUNT --batched --calls K --call-rows R
+       insert_load.py FIRST_ID COUNT --batched --calls K --call-rows R [--rate S]
                                                        the same, in calls of R rows from K
                                                        threads at once, as a consumer's batch
-                                                       workers write (else one call of COUNT)
+                                                       workers write (else one call of COUNT);
+                                                       with --rate, no call begins before its
+                                                       first row is due at S rows a second
 (CASSANDRA_* from the environment)
 """
 
@@ -47,12 +49,14 @@ def main() -> None:
     parser.add_argument("--batched", action="store_true", help="write as the consumers do, in batches")
     parser.add_argument("--calls", type=int, default=1, help="with --batched: calls in flight at once")
     parser.add_argument("--call-rows", type=int, default=0, help="with --batched: rows a call (0: all in one)")
+    parser.add_argument("--rate", type=float, default=0.0, help="with --calls: rows a second at most (0: no limit)")
     args = parser.parse_args()
     settings = CassandraSettings.from_env(os.environ)  # the consumers' driver settings
     write: Callable[[list[tuple[object, ...]], int], None]
     if args.batched:
         store = connect(settings, reads=False)
-        write, close = partial(write_in_calls, partial(write_batched, store), args.calls, args.call_rows), store.close
+        write = partial(write_in_calls, partial(write_batched, store), args.calls, args.call_rows, rate=args.rate)
+        close = store.close
     else:
         cluster, session = connect_session(settings, settings.keyspace)
         write, close = partial(write_single, session, session.prepare(INSERT_ORDER), args.concurrency), cluster.shutdown
@@ -93,13 +97,16 @@ def write_in_calls(
     call_rows: int,
     orders: list[tuple[object, ...]],
     now: int,
+    rate: float = 0.0,
 ) -> None:
     """`orders` in calls of `call_rows` rows (0: one call), `calls` of them at once from as many
-    threads, each thread taking the next rows as its call ends."""
+    threads, each thread taking the next rows as its call ends. `rate` (rows a second, 0: none):
+    a call waits until its first row is due, as a steady stream would bring it."""
     size = call_rows or len(orders)
     if size >= len(orders):
         write(orders, now)
         return
+    began = time.monotonic()
     starts = iter(range(0, len(orders), size))
     taking = threading.Lock()
     failures: list[BaseException] = []
@@ -111,6 +118,8 @@ def write_in_calls(
                     start = next(starts, None)
                 if start is None:
                     return
+                if rate:
+                    time.sleep(max(0.0, began + start / rate - time.monotonic()))
                 write(orders[start : start + size], now)
         except BaseException as exc:  # raised in the main thread once every thread has ended
             failures.append(exc)

@@ -48,6 +48,11 @@ LABELS = [  # key, row label, chart label
         "batched INSERTs, beside the drains",
     ),
     (
+        "beside_paced_msgs",
+        "the same batches shaped like the order drain's writes, paced at its rate, just after the drains",
+        "batched INSERTs, paced at the drain's rate",
+    ),
+    (
         "ceiling_batched_shaped_msgs",
         "the same batches, shaped like the order drain's writes: calls of 550 rows, 4 at once, no Pub/Sub",
         "batched INSERTs, shaped like a drain",
@@ -73,6 +78,16 @@ RATIOS = {  # name: (numerator, denominator); computed within each repeat, then 
     "node CPU per 10k, order drain / batched shaped like it": (
         "order_consumer_window_node_cpu10k",
         "ceiling_batched_shaped_window_node_cpu10k",
+    ),
+    # And by rate: the drain's writes alone at the drain's own rate, against the load beside it
+    # (unpaced), then the drain against those writes at its rate.
+    "node CPU per 10k, shaped like the order drain and paced at its rate / batched load beside it": (
+        "beside_paced_window_node_cpu10k",
+        "beside_batched_window_node_cpu10k",
+    ),
+    "node CPU per 10k, order drain / its writes alone at its rate": (
+        "order_consumer_window_node_cpu10k",
+        "beside_paced_window_node_cpu10k",
     ),
     # The targets below as they were taken until the loads beside the drains: against the ceiling
     # scenario's load, minutes after the drains; and how far apart the two loads beside them were.
@@ -317,6 +332,7 @@ CPU_ROWS = [  # the chart's CPU panel: row prefix, label
     ("ceiling_batched", "batched ceiling (loader)"),
     ("beside_batched", "batched, beside the drains (loader)"),
     ("ceiling_batched_shaped", "batched, shaped like a drain"),
+    ("beside_paced", "batched, paced at the drain's rate"),
 ]
 
 

@@ -12,7 +12,9 @@ On the same generated data (seed 7), each repeat measures:
   shaped like the order consumer's writes in a drain;
 - the same batched load again just before the one-worker order drain and just after the payment
   drain (bench/scenarios/drains.py): issue 26's CPU targets are taken against the mean of those
-  two, about a minute from the drains, as the machine's speed wanders over minutes;
+  two, about a minute from the drains, as the machine's speed wanders over minutes; then once
+  more, shaped like the order drain's writes and paced at its rate: the node's cost per row at
+  that rate with nothing else on the cores;
 - each consumer's CPU seconds (user + system, its workers included) per 10,000 messages over its
   whole run, and over its drain window only (start-up and the idle exit left out) its own, the
   Cassandra node(s)' and the emulator's (from /proc, the stack's own processes), and the same for

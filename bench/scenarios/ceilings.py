@@ -87,23 +87,25 @@ def ceiling_inserts(
     concurrency: int,
     batched: bool = False,
     calls: tuple[int, int] = (1, 0),
+    rate: float = 0.0,
 ) -> tuple[float, Figures]:
     """Prepared INSERTs of n orders through the driver from `processes` processes at once, no
     Pub/Sub: Cassandra's side alone, on an empty table as the consumers had it. `batched`: in
     the consumers' own UNLOGGED batches grouped by replica, else single statements; `calls`
     (threads, rows a call), with `batched`: in calls of that many rows, that many at once (else
-    all of a process's rows in one call). The rate, and CPU seconds per 10,000 rows: the loading
-    processes' over their whole runs (`cpu10k`, generating the rows included) and over their work
-    (`window_cpu10k`: connected to the last row written, as each measured itself; `rows_cpu10k`:
-    the part of it that built and validated the rows), and the node(s)' and the emulator's while
-    the rows were written (`window_node_cpu10k`, `window_emulator_cpu10k`), and the part of the
-    node's that its just-in-time compiler used (`window_node_jit_cpu10k`)."""
+    all of a process's rows in one call), and with `rate`, each process paced at that many rows a
+    second. The rate, and CPU seconds per 10,000 rows: the loading processes' over their whole
+    runs (`cpu10k`, generating the rows included) and over their work (`window_cpu10k`:
+    connected to the last row written, as each measured itself; `rows_cpu10k`: the part of it
+    that built and validated the rows), and the node(s)' and the emulator's while the rows were
+    written (`window_node_cpu10k`, `window_emulator_cpu10k`), and the part of the node's that its
+    just-in-time compiler used (`window_node_jit_cpu10k`)."""
     bench.truncate()
     cpu_before = children_cpu()
     share = n // processes
     threads, call_rows = calls
     mode = (
-        ["--batched", "--calls", str(threads), "--call-rows", str(call_rows)]
+        ["--batched", "--calls", str(threads), "--call-rows", str(call_rows), "--rate", str(rate)]
         if batched
         else ["--concurrency", str(concurrency)]
     )

@@ -19,6 +19,13 @@ IDLE_EXIT = 3  # seconds: a drained consumer exits after this long with no messa
 # over minutes, as much as the targets' margins. Two loads, one just before the order drain and
 # one just after the payment drain, put the targets' two figures about a minute apart.
 BESIDE = ("msgs", "window_cpu10k", "window_node_cpu10k")
+# The node's CPU per row rises as the rows come slower, whoever sends them: the same writes as a
+# drain's (calls of 550, 4 at once), paced by hand at 9,000-9,900 (unpaced), 5,000 and 3,000 rows/s
+# with nothing else running, cost it 1.07-1.23, 1.64-1.67 and 1.85-2.00 CPU-s per 10,000 rows,
+# most of the extra in its shared pool of request threads (6.5, 9.7 and 13.9 context switches a row:
+# a thread that finds no work waits in short sleeps before it parks). So after the drains, the same
+# writes once more, paced at the order drain's own rate, as `beside_paced_` + the key: the node's
+# cost at that rate with no Pub/Sub and no consumer on the cores.
 
 
 def run(bench: Bench, plan: Plan, dlq: str) -> Figures:
@@ -29,7 +36,8 @@ def run(bench: Bench, plan: Plan, dlq: str) -> Figures:
     and the part of the node's that its just-in-time compiler used (`_window_node_jit_cpu10k`).
     Around the one-worker drains, a batched load of as many rows just before and just after them
     (bench/insert_load.py, as the ceiling scenario's): its rate, loader's and node's CPU per 10,000
-    rows as `beside_batched_before_`, `beside_batched_after_` and their mean `beside_batched_`."""
+    rows as `beside_batched_before_`, `beside_batched_after_` and their mean `beside_batched_`;
+    then the same shaped like the order drain's writes and paced at its rate, as `beside_paced_`."""
     before = beside_load(bench, plan, "before")
     bench.truncate()
     figures = drain_both(bench, plan, dlq, 1, "")
@@ -38,6 +46,8 @@ def run(bench: Bench, plan: Plan, dlq: str) -> Figures:
         figures[f"beside_batched_before_{key}"] = before[key]
         figures[f"beside_batched_after_{key}"] = after[key]
         figures[f"beside_batched_{key}"] = (before[key] + after[key]) / 2
+    paced = beside_load(bench, plan, "after", pace=figures["order_consumer_msgs"])
+    figures.update({f"beside_paced_{key}": value for key, value in paced.items()})
     bench.truncate()  # the two workers' drains on an empty table too, as the one worker's
     figures.update(drain_both(bench, plan, dlq, 2, "_2w"))
     return figures
@@ -62,11 +72,17 @@ def drain_both(bench: Bench, plan: Plan, dlq: str, workers: int, suffix: str) ->
     return figures
 
 
-def beside_load(bench: Bench, plan: Plan, when: str) -> Figures:
-    """A batched load of plan.n rows, as the ceiling scenario's (it empties the table first): its
+def beside_load(bench: Bench, plan: Plan, when: str, pace: float = 0.0) -> Figures:
+    """A batched load of plan.n rows, as the ceiling scenario's (it empties the table first), or
+    with `pace`, shaped like the order drain's writes and paced at that many rows a second: its
     figures in BESIDE."""
-    log.info("batched load %s the one-worker drains, %d rows", when, plan.n)
-    rate, cpu = ceilings.ceiling_inserts(bench, plan.n, processes=1, concurrency=0, batched=True)
+    log.info("batched load %s the one-worker drains, %d rows, paced at %.0f/s (0: not)", when, plan.n, pace)
+    if pace:
+        rate, cpu = ceilings.ceiling_inserts(
+            bench, plan.n, processes=1, concurrency=0, batched=True, calls=ceilings.CONSUMER_CALLS, rate=pace
+        )
+    else:
+        rate, cpu = ceilings.ceiling_inserts(bench, plan.n, processes=1, concurrency=0, batched=True)
     figures = {"msgs": rate} | cpu
     return {key: figures[key] for key in BESIDE}
 

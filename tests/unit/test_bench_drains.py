@@ -24,12 +24,14 @@ class RecordingBench:
 def test_the_one_worker_drains_lie_between_two_batched_loads_whose_mean_is_kept(monkeypatch):
     # The targets' denominators are the batched loader's and the node's cost per row, taken just
     # before the order drain and just after the payment drain, so that the machine's speed, which
-    # wanders over minutes, is nearly the same for both figures of a ratio.
+    # wanders over minutes, is nearly the same for both figures of a ratio. Then the same writes
+    # shaped like the order drain's and paced at its rate: the node's cost at that rate alone.
     calls: list[tuple[object, ...]] = []
     loads = iter(
         [
             (9_000.0, {"window_cpu10k": 0.6, "window_node_cpu10k": 1.1}),
             (11_000.0, {"window_cpu10k": 0.4, "window_node_cpu10k": 0.9}),
+            (6_000.0, {"window_cpu10k": 0.7, "window_node_cpu10k": 1.4}),
         ]
     )
 
@@ -43,7 +45,7 @@ def test_the_one_worker_drains_lie_between_two_batched_loads_whose_mean_is_kept(
 
     def consume(bench, script, topic, dlq, n, workers):
         calls.append(("drain", script, topic, workers))
-        return {"msgs": 1.0}
+        return {"msgs": 6_500.0 if "order" in script else 5_000.0}
 
     monkeypatch.setattr(ceilings, "ceiling_inserts", load)
     monkeypatch.setattr(producers, "publish", publish)
@@ -58,6 +60,7 @@ def test_the_one_worker_drains_lie_between_two_batched_loads_whose_mean_is_kept(
         ("publish", "payments", "payments-2"),
         ("drain", "ingest_in_fact_table.py", "payments-2", 1),
         load_call,
+        ("load", 10, {"processes": 1, "concurrency": 0, "batched": True, "calls": (4, 550), "rate": 6_500.0}),
         ("truncate",),
         ("publish", "orders", "orders-3"),
         ("drain", "order_data_consumer.py", "orders-3", 2),
@@ -75,5 +78,8 @@ def test_the_one_worker_drains_lie_between_two_batched_loads_whose_mean_is_kept(
         "beside_batched_after_msgs": 11_000.0,
         "beside_batched_after_window_cpu10k": 0.4,
         "beside_batched_after_window_node_cpu10k": 0.9,
+        "beside_paced_msgs": 6_000.0,
+        "beside_paced_window_cpu10k": 0.7,
+        "beside_paced_window_node_cpu10k": 1.4,
     }
-    assert figures["order_consumer_msgs"] == 1.0
+    assert figures["order_consumer_msgs"] == 6_500.0

@@ -74,6 +74,9 @@ CANNED: dict[str, float] = {
     "beside_batched_after_msgs": 16_000,
     "beside_batched_after_window_cpu10k": 2.7,
     "beside_batched_after_window_node_cpu10k": 1.25,
+    "beside_paced_msgs": 9_000,
+    "beside_paced_window_cpu10k": 3.2,
+    "beside_paced_window_node_cpu10k": 1.875,
     "latency_p50_ms": 70,
     "latency_p90_ms": 110,
     "latency_p99_ms": 150,
@@ -293,6 +296,21 @@ def test_the_nodes_target_is_taken_apart_into_the_write_shape_and_the_rest_of_th
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:3] for line in table_of(runs) if " | " in line}
     assert rows["node CPU per 10k, batched shaped like a drain / batched ceiling"] == ["1.25", "1.50, 1.04, 1.25"]
     assert rows["node CPU per 10k, order drain / batched shaped like it"] == ["1.20", "0.83, 1.20, 2.00"]
+
+
+def test_the_nodes_target_is_taken_apart_by_rate_too():
+    # The load beside the drain costs the node 1.25 a row in each repeat; the drain 1.5 (then 2.4).
+    runs = [
+        repeat(),  # paced 1.875: by rate 1.875/1.25, the rest 1.5/1.875
+        repeat(beside_paced_window_node_cpu10k=1.5),  # 1.5/1.25, 1.5/1.5
+        repeat(beside_paced_window_node_cpu10k=2.0, order_consumer_window_node_cpu10k=2.4),  # 2/1.25, 2.4/2
+    ]
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:3] for line in table_of(runs) if " | " in line}
+    by_rate = "node CPU per 10k, shaped like the order drain and paced at its rate / batched load beside it"
+    assert rows[by_rate] == ["1.50", "1.50, 1.20, 1.60"]
+    assert rows["node CPU per 10k, order drain / its writes alone at its rate"] == ["1.00", "0.80, 1.00, 1.20"]
+    label = "the same batches shaped like the order drain's writes, paced at its rate, just after the drains"
+    assert rows[label] == ["9,000", "9,000, 9,000, 9,000"]
 
 
 def test_redraw_reads_the_json_it_wrote(tmp_path: Path, monkeypatch):
