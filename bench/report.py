@@ -381,7 +381,7 @@ def chart(result: dict[str, object], path: Path) -> None:
     cpu.set_yticks(range(len(cpu_rows)), [label for _, label in cpu_rows])
     cpu.set_xlabel("CPU seconds per 10,000 messages, working window")
     if cpu_rows:
-        cpu.set_xlim(right=max(left) * 1.6)  # room for the legend beside the bars
+        cpu.set_xlim(right=max(left) * 2.2)  # room for the legend beside the bars
         cpu.legend(fontsize=8, loc="lower right")
     quantiles = [q for q in ("p50", "p90", "p99", "max") if f"latency_{q}_ms" in median]
     latency.plot(quantiles, [median[f"latency_{q}_ms"] for q in quantiles], marker="o", color="#7a9cc6")
