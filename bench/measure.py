@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stack.emulator import PUBSUB
-from stack.node import cassandra_node
+from stack.node import cassandra_node, node_home
 from stack.service import LocalService
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "NODE",
     "NODE_JIT",
     "CpuTimeline",
+    "NodeLogs",
     "ProcessInfo",
     "Sampler",
     "StackCpu",
@@ -32,6 +33,7 @@ __all__ = [
     "Window",
     "busy_windows",
     "children_cpu",
+    "compacting_seconds",
     "cpu_seconds",
     "descendants",
     "logged_at",
@@ -229,6 +231,53 @@ def logged_at(arrived: float, text: str, wall_minus_monotonic: float | None) -> 
         return arrived
     wall = time.mktime(time.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S")) + int(stamp.group(2)) / 1000
     return wall - wall_minus_monotonic
+
+
+# A compaction's first and last lines in a node's system.log (stack/logback.xml's pattern), e.g.
+# INFO  [CompactionExecutor:1] 2026-12-01 19:07:10,348 CompactionTask.java:175 - Compacting (68d1b5b0-...) [...]
+_COMPACTION = re.compile(
+    r"\] (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+ - Compact(?P<state>ing|ed) \((?P<id>[0-9a-f-]+)\)"
+)
+
+
+def compacting_seconds(log: str, window: tuple[float, float]) -> float:
+    """How many seconds of `window` (wall clock, epoch seconds) a node spent compacting, by the
+    lines of its system.log in `log`: each compaction from its `Compacting (id)` line to its
+    `Compacted (id)` one. One begun before the text runs from the window's start, one not done at
+    its end to the window's end; compactions running at once count once."""
+    begun: dict[str, float] = {}
+    spans: list[tuple[float, float]] = []
+    for found in _COMPACTION.finditer(log):
+        at = time.mktime(time.strptime(found[1], "%Y-%m-%d %H:%M:%S")) + int(found[2]) / 1000
+        if found["state"] == "ing":
+            begun[found["id"]] = at
+        else:
+            spans.append((begun.pop(found["id"], window[0]), at))
+    spans += [(at, window[1]) for at in begun.values()]
+    covered, reached = 0.0, window[0]
+    for start, end in sorted(spans):
+        start, end = max(start, reached), min(end, window[1])
+        if end > start:
+            covered, reached = covered + end - start, end
+    return covered
+
+
+class NodeLogs:
+    """The stack's Cassandra node(s)' system.log, read from where each ended when this was built."""
+
+    def __init__(self) -> None:
+        nodes = int(os.environ.get("CASSANDRA_NODES", "1"))
+        self.paths = [node_home(k, nodes) / "system.log" for k in range(1, nodes + 1)]
+        self.offsets = [path.stat().st_size if path.exists() else 0 for path in self.paths]
+
+    def since(self) -> str:
+        """What the node(s) logged since this was built."""
+        text = []
+        for path, offset in zip(self.paths, self.offsets, strict=True):
+            with suppress(OSError), path.open("rb") as log:
+                log.seek(offset)
+                text.append(log.read().decode(errors="replace"))
+        return "".join(text)
 
 
 def busy_windows(

@@ -130,6 +130,7 @@ TARGETS = {
 }
 SUSTAINED_AFTER = "order_consumer_2w_msgs"  # the sustained rate's row comes after the order drains'
 SUSTAINED_AT_LEAST = 0.8  # sustained rate / order drain rate: below it, the README says what limits it
+COMPACTED = " In the row, how long a Cassandra node compacted during a step (its log), taking the pipeline's cores."
 STALLED = (
     f" A step stalled when the producer wrote nothing for {STALL} s: blocked in publish, its messages unconfirmed."
 )
@@ -250,11 +251,17 @@ def report(
 def sustained_row(sustained: Mapping[str, Any], suffixes: list[str]) -> str:
     """The sustained rate as a row of the table: the steps tried in its `each repeat` column, the
     consumer's own CPU at that rate in the `own` column."""
-    steps = ", ".join(f"{s['rate']:,.0f} {verdict(s)}" for s in sustained["steps"])
+    steps = ", ".join(f"{s['rate']:,.0f} {verdict(s)}{compacting(s)}" for s in sustained["steps"])
     best = sustained["best"]
     cpu = [f"{best['consumer_cpu10k']:.2f}" if best and suffix == "window_cpu10k" else "" for suffix in suffixes]
     label = f"order_data_consumer.py (this project), sustained: p99 < 1 s for {sustained['seconds']} s, backlog bounded"
     return f"| {label} | {sustained['rate']:,.0f} | once: {steps} |  |" + "".join(f" {c} |" for c in cpu)
+
+
+def compacting(step: Mapping[str, Any]) -> str:
+    """How long a node compacted during the step, if it did (older results lack the figure)."""
+    seconds = step.get("compacting_s", 0.0)
+    return f" (a node compacting {seconds:.1f} s)" if seconds > 0 else ""  # NaN: not measured
 
 
 def verdict(step: Mapping[str, Any]) -> str:
@@ -265,7 +272,8 @@ def verdict(step: Mapping[str, Any]) -> str:
 def sustained_paragraph(sustained: Mapping[str, Any]) -> str:
     """What the sustained rate means, the producer's CPU beside it, and what a stalled step was."""
     stalled = any(step.get("stalled") for step in sustained["steps"])
-    return _sustained_sentences(sustained) + (STALLED if stalled else "")
+    compacted = any(compacting(step) for step in sustained["steps"])
+    return _sustained_sentences(sustained) + (STALLED if stalled else "") + (COMPACTED if compacted else "")
 
 
 def _sustained_sentences(sustained: Mapping[str, Any]) -> str:

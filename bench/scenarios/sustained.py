@@ -20,6 +20,9 @@ repeats, it then timed out the step's deletion too). The step's processes are st
 deleted once the emulator answers again (Bench.drop), and the search goes on below it.
 The consumer runs with `--metrics-port` so that the bench can read its counters at that moment
 (the per-message histogram and counters are what a deployed consumer runs with).
+A step also says how long a Cassandra node was compacting during it, from the node's own log: on
+a 2-core machine a compaction of the fact table (5.7-7.0 s in each step of 3405a70's run) takes
+the cores the pipeline needs, and the orders published meanwhile came more than 1 s late.
 
 The search (`next_rate`) starts at 0.8 x the order drain's rate (the issue's threshold, so the
 first step already answers it), goes up or down by 1.25 x until one rate held and one did not,
@@ -39,7 +42,7 @@ from dataclasses import asdict, dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..harness import PY, Bench, Plan, Stalled, Watched, consumer_argv, final_figures
-from ..measure import CONSUMING, Window, busy_windows, logged_at, own_cpu
+from ..measure import CONSUMING, NodeLogs, Window, busy_windows, compacting_seconds, logged_at, own_cpu
 
 __all__ = ["Step", "next_rate", "run", "search", "stalled_step"]
 
@@ -64,6 +67,7 @@ class Step:
     consumer_cpu10k: float  # the consumer's CPU s / 10k, from its "consuming" line to its last batch
     producer_cpu10k: float  # the producer's CPU s / 10k, from its first progress line to its last
     producer_cores: float  # the same CPU, per second of that span
+    compacting_s: float = 0.0  # seconds of the step (consumer ready to last publish) a node spent compacting
     stalled: bool = False  # the producer wrote nothing for STALL seconds; the figures above are NaN but two
 
     @property
@@ -142,6 +146,7 @@ def attempt(bench: Bench, dlq: str, rate: float, seconds: int) -> Step:
 def measure(bench: Bench, dlq: str, topic: str, rate: float, seconds: int, running: list[Watched]) -> Step:
     """The step itself; each process it starts is appended to `running`."""
     port, count = free_port(), round(rate * seconds)
+    node_logs = NodeLogs()
     consumer = Watched(
         consumer_argv("order_data_consumer.py", topic, dlq, IDLE_EXIT, "--metrics-port", port), bench.env
     )
@@ -155,7 +160,9 @@ def measure(bench: Bench, dlq: str, topic: str, rate: float, seconds: int, runni
     # The producer's final line comes once its last message is published and confirmed, before
     # its clients close and it exits: the moment to read how many are still outstanding.
     try:
-        producer.wait_for_line(r"final: ", timeout=3 * seconds + 120, quiet=STALL)
+        published = logged_at(
+            *producer.wait_for_line(r"final: ", timeout=3 * seconds + 120, quiet=STALL), producer.wall_minus_monotonic
+        )
     except Stalled:
         log.warning("sustained: the producer wrote nothing for %d s at %.0f msg/s: stalled", STALL, rate)
         return stalled_step(rate, count, producer.lines, scrape(port)["applied"])
@@ -174,7 +181,8 @@ def measure(bench: Bench, dlq: str, topic: str, rate: float, seconds: int, runni
     final = final_figures(consumer.output)
     windows = windows or busy_windows(consumer.lines, IDLE_EXIT, consumer.wall_minus_monotonic)
     own, _ = own_cpu(consumer.sampler.timeline, consumer.sampler.tags(), windows)
-    producer_cpu, producer_seconds, published = producer_window(producer)
+    producer_cpu, producer_seconds, published_count = producer_window(producer)
+    to_wall = consumer.wall_minus_monotonic
     return Step(
         rate=rate,
         published_rate=final_figures(producer.output)["rate"],
@@ -182,8 +190,9 @@ def measure(bench: Bench, dlq: str, topic: str, rate: float, seconds: int, runni
         p99_ms=final.get("p99", NAN),
         backlog=float(backlog),
         consumer_cpu10k=own / max(1.0, final["applied"]) * 10_000,
-        producer_cpu10k=producer_cpu / max(1, published) * 10_000,
+        producer_cpu10k=producer_cpu / max(1, published_count) * 10_000,
         producer_cores=producer_cpu / producer_seconds if producer_seconds > 0 else float("nan"),
+        compacting_s=compacting_seconds(node_logs.since(), (started + to_wall, published + to_wall)),
     )
 
 
@@ -191,7 +200,9 @@ def stalled_step(rate: float, count: int, lines: Sequence[tuple[float, str]], ap
     """A step whose producer stalled: the rate its last progress line gave (0 without one), and
     what was not applied of the step's `count`; the rest is not measured."""
     rates = [float(m.group(1)) for _, text in lines if PUBLISHED.search(text) and (m := PRODUCER_RATE.search(text))]
-    unmeasured = dict.fromkeys(("within_1s", "p99_ms", "consumer_cpu10k", "producer_cpu10k", "producer_cores"), NAN)
+    unmeasured = dict.fromkeys(
+        ("within_1s", "p99_ms", "consumer_cpu10k", "producer_cpu10k", "producer_cores", "compacting_s"), NAN
+    )
     return Step(
         rate=rate, published_rate=rates[-1] if rates else 0.0, backlog=count - applied, stalled=True, **unmeasured
     )

@@ -15,6 +15,7 @@ from bench.measure import (
     ProcessInfo,
     ThreadCpu,
     busy_windows,
+    compacting_seconds,
     logged_at,
     own_cpu,
     worker_tags,
@@ -172,3 +173,39 @@ def test_thread_cpu_counts_the_threads_named_so_and_keeps_their_cpu_after_they_e
             thread.release.set()
             thread.join(30)
     assert jit.now() == counted  # gone from /proc, still counted, and only once
+
+
+# A node's system.log as stack/logback.xml writes it, cut short: two compactions, a flush and a GC.
+NODE_LOG = """\
+INFO  [PerDiskMemtableFlushWriter_0:15] 2026-12-01 19:07:09,886 Flushing.java:153 - Writing Memtable-facts@1
+INFO  [CompactionExecutor:1] 2026-12-01 19:07:10,348 CompactionTask.java:175 - Compacting (68d1b5b0-edba) [nb-68]
+INFO  [Notification Thread] 2026-12-01 19:07:12,056 GCInspector.java:286 - G1 Young Generation GC in 220ms.
+INFO  [CompactionExecutor:1] 2026-12-01 19:07:16,653 CompactionTask.java:274 - Compacted (68d1b5b0-edba) 4 sstables
+INFO  [CompactionExecutor:2] 2026-12-01 19:07:40,000 CompactionTask.java:175 - Compacting (0000aaaa-edba) [nb-72]
+INFO  [CompactionExecutor:2] 2026-12-01 19:07:41,500 CompactionTask.java:274 - Compacted (0000aaaa-edba) 4 sstables
+"""
+AT_19_07 = time.mktime(time.strptime("2026-12-01 19:07:00", "%Y-%m-%d %H:%M:%S"))  # local time, as the log
+
+
+def test_a_node_compacting_is_counted_from_each_compactions_first_line_to_its_last():
+    # 10.348 to 16.653 s after 19:07, and 40.0 to 41.5: 6.305 + 1.5 s.
+    assert compacting_seconds(NODE_LOG, (AT_19_07, AT_19_07 + 60)) == pytest.approx(7.805)
+
+
+def test_only_the_part_of_a_compaction_inside_the_window_counts():
+    assert compacting_seconds(NODE_LOG, (AT_19_07 + 12, AT_19_07 + 14)) == pytest.approx(2.0)
+    assert compacting_seconds(NODE_LOG, (AT_19_07 + 20, AT_19_07 + 39)) == 0.0
+
+
+def test_a_compaction_begun_before_the_text_or_not_done_at_its_end_runs_to_the_windows_edge():
+    lines = NODE_LOG.splitlines(keepends=True)
+    ended_only = "".join(lines[3:4])  # its Compacting line was written before the text was read
+    begun_only = "".join(lines[4:5])  # still compacting when the text was read
+    assert compacting_seconds(ended_only, (AT_19_07 + 5, AT_19_07 + 60)) == pytest.approx(11.653)
+    assert compacting_seconds(begun_only, (AT_19_07, AT_19_07 + 45)) == pytest.approx(5.0)
+
+
+def test_compactions_running_at_once_count_once():
+    second = NODE_LOG.replace("19:07:40,000", "19:07:15,000").replace("19:07:41,500", "19:07:18,000")
+    # 10.348 to 16.653 and 15.0 to 18.0 overlap: 10.348 to 18.0.
+    assert compacting_seconds(second, (AT_19_07, AT_19_07 + 60)) == pytest.approx(7.652)

@@ -523,6 +523,27 @@ def test_a_failed_sustained_search_leaves_the_repeats_figures_to_be_written(monk
     assert run.sustained_rate(FakeBench(), replace(plan, sustain_steps=0), [repeat()]) is None  # type: ignore[arg-type]  # a fake Bench
 
 
+def test_a_step_during_which_a_node_compacted_says_for_how_long_in_the_row_and_the_sentence_says_why():
+    compacted = {
+        **SUSTAINED,
+        "steps": [
+            {"rate": 6_400.0, "held": True, "compacting_s": 0.0},
+            {"rate": 8_000.0, "held": False, "compacting_s": 5.66},
+            {"rate": 7_200.0, "held": False, "compacting_s": float("nan")},  # a stalled step's
+            {"rate": 6_800.0, "held": True},  # taken before the bench read the node's log
+        ],
+    }
+    table = table_of_sustained(compacted)
+    [row] = [line for line in table if "sustained: p99 < 1 s for 60 s" in line]
+    assert "| once: 6,400 held, 8,000 not (a node compacting 5.7 s), 7,200 not, 6,800 held |" in row
+    [sentence] = [line for line in table if line.startswith("Sustained rate")]
+    assert sentence.endswith(
+        " In the row, how long a Cassandra node compacted during a step (its log), taking the pipeline's cores."
+    )
+    [plain] = [line for line in table_of_sustained(SUSTAINED) if line.startswith("Sustained rate")]
+    assert "compacting" not in plain
+
+
 def test_a_stalled_step_is_named_so_in_the_row_and_the_sentence_says_what_stalled_means():
     stalled = {
         **SUSTAINED,

@@ -79,7 +79,9 @@ def test_a_stalled_step_keeps_the_producers_last_rate_and_what_was_not_applied()
     stalled = stalled_step(6_500, 390_000, lines, applied=280_000)
     assert (stalled.rate, stalled.published_rate, stalled.backlog, stalled.stalled) == (6_500, 5_950, 110_000, True)
     assert not stalled.held
-    assert all(math.isnan(v) for v in (stalled.within_1s, stalled.p99_ms, stalled.consumer_cpu10k))
+    assert all(
+        math.isnan(v) for v in (stalled.within_1s, stalled.p99_ms, stalled.consumer_cpu10k, stalled.compacting_s)
+    )
 
 
 def test_a_producer_that_stalled_before_its_first_progress_line_published_at_no_rate():
