@@ -523,6 +523,14 @@ def test_a_failed_sustained_search_leaves_the_repeats_figures_to_be_written(monk
     assert run.sustained_rate(FakeBench(), replace(plan, sustain_steps=0), [repeat()]) is None  # type: ignore[arg-type]  # a fake Bench
 
 
+def row_and_sentence(sustained_result: dict[str, object]) -> tuple[str, str]:
+    """The sustained rate's row of the table, and its sentence below the table."""
+    table = table_of_sustained(sustained_result)
+    [row] = [line for line in table if "sustained: p99 < 1 s for 60 s" in line]
+    [sentence] = [line for line in table if line.startswith("Sustained rate")]
+    return row, sentence
+
+
 def test_a_step_during_which_a_node_compacted_says_for_how_long_in_the_row_and_the_sentence_says_why():
     compacted = {
         **SUSTAINED,
@@ -533,15 +541,12 @@ def test_a_step_during_which_a_node_compacted_says_for_how_long_in_the_row_and_t
             {"rate": 6_800.0, "held": True},  # taken before the bench read the node's log
         ],
     }
-    table = table_of_sustained(compacted)
-    [row] = [line for line in table if "sustained: p99 < 1 s for 60 s" in line]
+    row, sentence = row_and_sentence(compacted)
     assert "| once: 6,400 held, 8,000 not (a node compacting 5.7 s), 7,200 not, 6,800 held |" in row
-    [sentence] = [line for line in table if line.startswith("Sustained rate")]
     assert sentence.endswith(
         " In the row, how long a Cassandra node compacted during a step (its log), taking the pipeline's cores."
     )
-    [plain] = [line for line in table_of_sustained(SUSTAINED) if line.startswith("Sustained rate")]
-    assert "compacting" not in plain
+    assert "compacting" not in row_and_sentence(SUSTAINED)[1]
 
 
 def test_a_stalled_step_is_named_so_in_the_row_and_the_sentence_says_what_stalled_means():
@@ -555,12 +560,9 @@ def test_a_stalled_step_is_named_so_in_the_row_and_the_sentence_says_what_stalle
             {"rate": 6_800.0, "held": True},
         ],
     }
-    table = table_of_sustained(stalled)
-    [row] = [line for line in table if "sustained: p99 < 1 s for 60 s" in line]
+    row, sentence = row_and_sentence(stalled)
     assert "| once: 8,000 stalled, 6,400 held, 8,000 not, 7,200 not, 6,800 held |" in row
-    [sentence] = [line for line in table if line.startswith("Sustained rate")]
     assert sentence.endswith(
         " A step stalled when the producer wrote nothing for 30 s: blocked in publish, its messages unconfirmed."
     )
-    [plain] = [line for line in table_of_sustained(SUSTAINED) if line.startswith("Sustained rate")]
-    assert "stalled" not in plain  # no stalled step, no such sentence
+    assert "stalled" not in row_and_sentence(SUSTAINED)[1]  # no stalled step, no such sentence
