@@ -229,8 +229,12 @@ def logged_at(arrived: float, text: str, wall_minus_monotonic: float | None) -> 
     stamp = _LOGGED.match(text)
     if stamp is None or wall_minus_monotonic is None:
         return arrived
-    wall = time.mktime(time.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S")) + int(stamp.group(2)) / 1000
-    return wall - wall_minus_monotonic
+    return _wall_seconds(stamp.group(1), stamp.group(2)) - wall_minus_monotonic
+
+
+def _wall_seconds(date_time: str, millis: str) -> float:
+    """A log line's stamp ("2026-12-01 19:07:10" and "348", local time) as epoch seconds."""
+    return time.mktime(time.strptime(date_time, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000
 
 
 # A compaction's first and last lines in a node's system.log (stack/logback.xml's pattern), e.g.
@@ -248,7 +252,7 @@ def compacting_seconds(log: str, window: tuple[float, float]) -> float:
     begun: dict[str, float] = {}
     spans: list[tuple[float, float]] = []
     for found in _COMPACTION.finditer(log):
-        at = time.mktime(time.strptime(found[1], "%Y-%m-%d %H:%M:%S")) + int(found[2]) / 1000
+        at = _wall_seconds(found[1], found[2])
         if found["state"] == "ing":
             begun[found["id"]] = at
         else:
